@@ -1,0 +1,14 @@
+"""Reactions of the allocation app to events. Thin: they call services."""
+
+from allocation import services
+from outbox.models import OutboxEvent
+from outbox.registry import handles
+from outbox.services import Cause
+
+
+@handles("purchase.created", name="allocation.allocate_trainer")
+def on_purchase_created(event: OutboxEvent) -> None:
+    services.trainer_allocate(
+        purchase_id=int(event.payload["purchase_id"]),
+        cause=Cause.from_event(event, actor="handler:allocation.allocate_trainer"),
+    )

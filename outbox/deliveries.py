@@ -1,0 +1,137 @@
+"""The delivery state machine: claim (with a lease), settle done, fail with backoff, release.
+
+pending --claim--> in_flight --done--> done
+                      |--fail--> pending (backoff) | dead (after OUTBOX_MAX_ATTEMPTS, handlers only)
+                      |--lease expires--> claimable again (crashed relay or worker)
+
+Every function here is one short statement in its own transaction: nothing holds a row lock while
+the relay talks to Redis or a worker runs a handler.
+"""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connection
+from django.db.models.functions import Now
+
+from outbox.models import Delivery
+from outbox.services import REALTIME_SINK
+
+# Heads: the oldest open delivery of each (sink, student) stream that is due; SKIP LOCKED lets several
+# relays claim disjoint streams. Run: each head plus the contiguous due deliveries behind it, so a
+# backlog of one student moves in batches without ever reordering. The outer UPDATE re-checks the
+# status, so a delivery a worker has just finished is never taken back.
+_CLAIM_SQL = f"""
+WITH heads AS (
+    SELECT d.id, d.sink, d.student_id, d.seq
+    FROM outbox_delivery d
+    WHERE d.status IN ('pending', 'in_flight') AND d.available_at <= now()
+      AND NOT EXISTS (
+          SELECT 1 FROM outbox_delivery e
+          WHERE e.sink = d.sink AND e.student_id = d.student_id AND e.seq < d.seq AND e.status <> 'done'
+      )
+    ORDER BY d.available_at, d.id
+    LIMIT %(limit)s
+    FOR UPDATE OF d SKIP LOCKED
+), run AS (
+    SELECT id FROM (
+        SELECT f.id,
+               row_number() OVER w AS n,
+               bool_and(f.status IN ('pending', 'in_flight') AND f.available_at <= now()) OVER w AS contiguous
+        FROM outbox_delivery f
+        JOIN heads h ON f.sink = h.sink AND f.student_id = h.student_id AND f.seq >= h.seq
+        WHERE f.status <> 'done'
+        WINDOW w AS (PARTITION BY f.sink, f.student_id ORDER BY f.seq)
+    ) candidates
+    WHERE contiguous
+    ORDER BY n
+    LIMIT %(limit)s
+)
+UPDATE outbox_delivery u
+SET status = 'in_flight',
+    attempts = u.attempts + 1,
+    available_at = now() + make_interval(secs => CASE WHEN u.sink = '{REALTIME_SINK}'
+                                                      THEN %(lease)s ELSE %(handler_lease)s END),
+    claimed_by = %(relay)s,
+    claimed_at = now()
+FROM run
+WHERE u.id = run.id AND u.status IN ('pending', 'in_flight')
+RETURNING u.id, u.event_id, u.sink, u.student_id, u.seq, u.attempts
+"""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    event_id: str
+    sink: str
+    student_id: int
+    seq: int
+    attempts: int
+
+
+def claim(*, relay_id: str, limit: int) -> list[Claimed]:
+    """Lease up to `limit` due deliveries, each (sink, student) stream in seq order, no stream twice."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL,
+            {
+                "limit": limit,
+                "lease": settings.OUTBOX_LEASE_SECONDS,
+                "handler_lease": settings.OUTBOX_HANDLER_LEASE_SECONDS,
+                "relay": relay_id,
+            },
+        )
+        rows = cursor.fetchall()
+    claimed = [Claimed(id=r[0], event_id=str(r[1]), sink=r[2], student_id=r[3], seq=r[4], attempts=r[5]) for r in rows]
+    claimed.sort(key=lambda c: (c.sink, c.student_id, c.seq))
+    return claimed
+
+
+def settle_done(ids: list[int]) -> None:
+    """Mark deliveries done (idempotent)."""
+    if ids:
+        Delivery.objects.filter(id__in=ids).exclude(status=Delivery.Status.DONE).update(
+            status=Delivery.Status.DONE, done_at=Now(), last_error=""
+        )
+
+
+def settle_failed(ids: list[int], *, error: str, may_dead_letter: bool) -> None:
+    """Schedule a retry with exponential backoff and jitter; dead-letter after the attempt budget.
+
+    Infrastructure failures (Redis or the broker down) pass `may_dead_letter=False`: they back off
+    but never dead-letter, because nothing is wrong with the event.
+    """
+    if not ids:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE outbox_delivery
+            SET status = CASE WHEN %(may_dead)s AND attempts >= %(max)s THEN 'dead' ELSE 'pending' END,
+                available_at = now() + make_interval(secs =>
+                    least(%(cap)s, %(base)s * power(2, greatest(attempts - 1, 0))) * (0.5 + random() / 2)),
+                last_error = %(error)s
+            WHERE id = ANY(%(ids)s) AND status <> 'done'
+            """,
+            {
+                "ids": ids,
+                "error": error[:4000],
+                "may_dead": may_dead_letter,
+                "max": settings.OUTBOX_MAX_ATTEMPTS,
+                "cap": settings.OUTBOX_BACKOFF_MAX_SECONDS,
+                "base": settings.OUTBOX_BACKOFF_BASE_SECONDS,
+            },
+        )
+
+
+def release(ids: list[int]) -> None:
+    """Hand deliveries back unattempted (their stream's head failed first): due now, attempt not counted."""
+    if ids:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE outbox_delivery SET status = 'pending', available_at = now(), "
+                "attempts = greatest(attempts - 1, 0) WHERE id = ANY(%s) AND status = 'in_flight'",
+                [ids],
+            )
+

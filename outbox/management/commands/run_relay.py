@@ -1,0 +1,24 @@
+import signal
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from outbox.relay import Relay
+
+
+class Command(BaseCommand):
+    help = "Deliver outbox events: invalidate caches, push to sockets, enqueue handlers."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--once", action="store_true", help="Drain what is due now, then exit.")
+        parser.add_argument("--batch-size", type=int, default=None)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        relay = Relay(batch_size=options["batch_size"])
+        if options["once"]:
+            delivered = relay.drain()
+            self.stdout.write(f"claimed {delivered} deliveries")
+            return
+        signal.signal(signal.SIGTERM, lambda *_: relay.stop())
+        signal.signal(signal.SIGINT, lambda *_: relay.stop())
+        relay.run_forever()

@@ -1,0 +1,81 @@
+"""Per-student read models in Redis, versioned by the student's event seq.
+
+A student's views share one hash: `floor` (the highest seq the relay has invalidated for) and, per
+view, `<view>:seq` + `<view>:body`. A cached view is served only if its seq >= floor. A fill is refused
+if its seq is below the floor or below the view already cached, so a read that started before an
+event's COMMIT can never put its older view back after the relay's invalidation (DESIGN invariant 5).
+
+Only the relay calls `invalidate_students`; readers call `fetch`. The TTL is a safety net.
+"""
+
+from collections.abc import Callable
+from functools import lru_cache
+
+import redis
+from django.conf import settings
+
+_FILL = """
+local floor = tonumber(redis.call('HGET', KEYS[1], 'floor') or '0')
+local seq = tonumber(ARGV[2])
+if seq < floor then return 0 end
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':seq') or '-1')
+if seq < current then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1] .. ':seq', ARGV[2], ARGV[1] .. ':body', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+_INVALIDATE = """
+local floor = tonumber(redis.call('HGET', KEYS[1], 'floor') or '0')
+local seq = tonumber(ARGV[1])
+if seq > floor then floor = seq end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'floor', floor)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return floor
+"""
+
+
+@lru_cache(maxsize=1)
+def _client() -> "redis.Redis[bytes]":
+    return redis.Redis.from_url(settings.READ_CACHE_URL, socket_timeout=5, socket_connect_timeout=5)
+
+
+def _key(student_id: int) -> str:
+    return f"{settings.READ_CACHE_PREFIX}:student:{student_id}"
+
+
+def fetch(*, student_id: int, view: str, build: Callable[[], tuple[int, bytes]]) -> tuple[int, bytes, bool]:
+    """Return `(seq, body, from_cache)` for a student's view, building and filling it on a miss.
+
+    `build` must return the body together with the seq its snapshot reflects. If Redis is unreachable
+    the view is built from the database (reads degrade, they don't fail).
+    """
+    client = _client()
+    key = _key(student_id)
+    try:
+        floor, seq, body = client.hmget(key, ["floor", f"{view}:seq", f"{view}:body"])
+    except redis.RedisError:
+        built_seq, built_body = build()
+        return built_seq, built_body, False
+    if body is not None and seq is not None and int(seq) >= int(floor or 0):
+        return int(seq), body, True
+    built_seq, built_body = build()
+    try:
+        client.eval(_FILL, 1, key, view, built_seq, built_body, settings.READ_CACHE_TTL_SECONDS)
+    except redis.RedisError:
+        pass
+    return built_seq, built_body, False
+
+
+def invalidate_students(floors: dict[int, int]) -> None:
+    """Raise each student's floor to the given seq and drop their cached views (idempotent).
+
+    One pipelined round trip for the whole batch. Raises `redis.RedisError` so the relay retries.
+    """
+    if not floors:
+        return
+    pipe = _client().pipeline(transaction=False)
+    for student_id, seq in floors.items():
+        pipe.eval(_INVALIDATE, 1, _key(student_id), seq, settings.READ_CACHE_TTL_SECONDS)
+    pipe.execute()

@@ -1,0 +1,151 @@
+"""The relay: the only path from committed outbox events to side effects.
+
+Loop: claim a batch of due deliveries (one short transaction, leased), then, with no transaction
+open, (1) invalidate the affected students' read models, (2) push their events to their Channels
+groups, (3) enqueue one Celery task per handler for its share of the batch; then settle. A relay
+killed at any point leaves leases that expire and are claimed again: at-least-once delivery, made
+exactly-once by the inbox (handlers) and by idempotent effects (cache floor, seq-tagged pushes).
+"""
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+from collections import defaultdict
+
+import psycopg
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import OperationalError, InterfaceError, close_old_connections, connection
+
+from outbox import deliveries, readcache
+from outbox.deliveries import Claimed
+from outbox.models import OutboxEvent
+from outbox.services import NOTIFY_CHANNEL, REALTIME_SINK
+from outbox.tasks import run_handler_batch
+from realtime.groups import PUSH_MESSAGE_TYPE, student_group
+
+logger = logging.getLogger(__name__)
+
+
+class Relay:
+    def __init__(self, *, batch_size: int | None = None, poll_seconds: float | None = None) -> None:
+        self.relay_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.batch_size = batch_size or settings.OUTBOX_BATCH_SIZE
+        self.poll_seconds = poll_seconds if poll_seconds is not None else settings.OUTBOX_POLL_SECONDS
+        self.stopping = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._listener: psycopg.Connection[tuple[object, ...]] | None = None
+
+    # -- one batch -------------------------------------------------------------------------------
+
+    def step(self) -> int:
+        """Claim and deliver one batch; returns how many deliveries it claimed."""
+        claimed = deliveries.claim(relay_id=self.relay_id, limit=self.batch_size)
+        if not claimed:
+            return 0
+        realtime = [c for c in claimed if c.sink == REALTIME_SINK]
+        handlers = [c for c in claimed if c.sink != REALTIME_SINK]
+        if realtime:
+            self._deliver_realtime(realtime)
+        if handlers:
+            self._dispatch_handlers(handlers)
+        return len(claimed)
+
+    def _deliver_realtime(self, claimed: list[Claimed]) -> None:
+        events = {str(e.id): e for e in OutboxEvent.objects.filter(id__in=[c.event_id for c in claimed])}
+        by_student: dict[int, list[dict[str, object]]] = defaultdict(list)
+        for c in claimed:  # claim() sorts by (sink, student, seq)
+            by_student[c.student_id].append(events[c.event_id].as_message())
+        ids = [c.id for c in claimed]
+        try:
+            # Invalidate before pushing, so a client that refetches on the push reads fresh data.
+            readcache.invalidate_students({c.student_id: c.seq for c in claimed})
+            self._loop.run_until_complete(self._push(by_student))
+        except Exception as exc:  # Redis down or slow: retry later, never lose the delivery
+            logger.warning("realtime delivery failed for %d events: %s", len(ids), exc)
+            deliveries.settle_failed(ids, error=f"realtime: {exc!r}", may_dead_letter=False)
+            return
+        deliveries.settle_done(ids)
+
+    async def _push(self, by_student: dict[int, list[dict[str, object]]]) -> None:
+        layer = get_channel_layer()
+        assert layer is not None, "CHANNEL_LAYERS is not configured"
+        await asyncio.gather(
+            *(
+                layer.group_send(student_group(sid), {"type": PUSH_MESSAGE_TYPE, "events": msgs})
+                for sid, msgs in by_student.items()
+            )
+        )
+
+    def _dispatch_handlers(self, claimed: list[Claimed]) -> None:
+        by_sink: dict[str, list[int]] = defaultdict(list)
+        for c in claimed:
+            by_sink[c.sink].append(c.id)
+        for sink, ids in by_sink.items():
+            try:
+                run_handler_batch.apply_async(args=[sink, ids], retry=False)
+            except Exception as exc:  # broker down: back off, the lease keeps them ours meanwhile
+                logger.warning("could not enqueue %d deliveries for %s: %s", len(ids), sink, exc)
+                deliveries.settle_failed(ids, error=f"enqueue: {exc!r}", may_dead_letter=False)
+        # Handler deliveries stay in flight: the worker settles them when the handler has run.
+
+    # -- loops -----------------------------------------------------------------------------------
+
+    def drain(self) -> int:
+        """Deliver until nothing is claimable; returns the number of deliveries claimed."""
+        total = 0
+        while not self.stopping.is_set():
+            n = self.step()
+            if n == 0:
+                break
+            total += n
+        return total
+
+    def run_forever(self) -> None:
+        """Drain, then sleep until NOTIFY (or the poll interval, for retries and lost notifies)."""
+        logger.info("relay %s started", self.relay_id)
+        while not self.stopping.is_set():
+            try:
+                self.drain()
+                self._wait_for_notify()
+            except (OperationalError, InterfaceError, psycopg.Error) as exc:
+                logger.warning("relay lost its database connection, reconnecting: %s", exc)
+                self._reset_connections()
+                self.stopping.wait(min(self.poll_seconds, 1.0))
+        self._reset_connections()
+        logger.info("relay %s stopped", self.relay_id)
+
+    def _wait_for_notify(self) -> None:
+        if self._listener is None:
+            self._listener = psycopg.connect(**_conninfo(), autocommit=True)
+            self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        for _ in self._listener.notifies(timeout=self.poll_seconds, stop_after=1):
+            break
+
+    def _reset_connections(self) -> None:
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            except psycopg.Error:
+                pass
+            self._listener = None
+        close_old_connections()
+        try:
+            connection.close()
+        except (OperationalError, InterfaceError):
+            pass
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def _conninfo() -> dict[str, object]:
+    db = settings.DATABASES["default"]
+    params: dict[str, object] = {"dbname": db["NAME"], "user": db.get("USER") or None}
+    for key, name in (("PASSWORD", "password"), ("HOST", "host"), ("PORT", "port")):
+        if db.get(key):
+            params[name] = db[key]
+    return params
+

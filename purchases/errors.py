@@ -1,0 +1,22 @@
+"""Domain errors that interfaces translate (API: 422, commands: CommandError, admin: form errors)."""
+
+
+class DomainError(Exception):
+    code = "domain_error"
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class UnknownStudent(DomainError):
+    code = "unknown_student"
+
+
+class UnknownCourse(DomainError):
+    code = "unknown_course"
+
+
+class UnknownPayment(DomainError):
+    code = "unknown_payment"

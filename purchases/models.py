@@ -1,0 +1,54 @@
+"""Courses, payments and purchases. Students are Django users with an API token.
+
+Rows of Purchase may only change in a transaction that also emits an outbox event for the purchase:
+a deferred constraint trigger (migration 0002) rejects the COMMIT otherwise. Use `purchases.services`.
+"""
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import MinValueValidator
+from django.db import models
+
+
+class Course(models.Model):
+    title = models.CharField(max_length=200, unique=True)
+    sessions_count = models.PositiveSmallIntegerField(default=6, validators=[MinValueValidator(1)])
+    session_minutes = models.PositiveSmallIntegerField(default=60, validators=[MinValueValidator(15)])
+    price = models.DecimalField(max_digits=10, decimal_places=2, validators=[MinValueValidator(Decimal("0"))])
+    currency = models.CharField(max_length=3, default="EUR")
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Payment(models.Model):
+    provider_payment_id = models.CharField(max_length=128, unique=True)
+    amount = models.DecimalField(max_digits=10, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    received_at = models.DateTimeField(auto_now_add=True)
+    refunded_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.provider_payment_id
+
+
+class Purchase(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        WAITLISTED = "waitlisted"
+        ACTIVE = "active"
+        REFUNDED = "refunded"
+
+    payment = models.OneToOneField(Payment, on_delete=models.PROTECT, related_name="purchase")
+    student = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="purchases")
+    course = models.ForeignKey(Course, on_delete=models.PROTECT, related_name="purchases")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "created_at"], name="purchase_status_created_idx")]
+
+    def __str__(self) -> str:
+        return f"Purchase {self.pk} ({self.status})"
