@@ -39,8 +39,17 @@ def ensure_venv() -> None:
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     print("installing pinned dependencies from requirements.lock ...", flush=True)
     subprocess.run(
-        [str(venv_python()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--require-hashes", "-r", str(LOCK)],
+        [
+            str(venv_python()),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--require-hashes",
+            "-r",
+            str(LOCK),
+        ],
         check=True,
     )
     stamp.write_text(digest)
@@ -67,15 +76,23 @@ def pay(argv: list[str]) -> int:
             "id": f"evt_{uuid.uuid4().hex[:12]}",
             "type": "payment.succeeded",
             "created": now,
-            "data": {"payment_id": payment_id, "student_id": args.student, "course_id": args.course,
-                     "amount": args.amount, "currency": args.currency},
+            "data": {
+                "payment_id": payment_id,
+                "student_id": args.student,
+                "course_id": args.course,
+                "amount": args.amount,
+                "currency": args.currency,
+            },
         }
     ).encode()
     secret = os.environ.get("PAYMENT_WEBHOOK_SECRET", "whsec_dev_only").split(",")[0]
     request = urllib.request.Request(
         f"{args.url}/api/v1/payments/webhook",
         data=body,
-        headers={"Content-Type": "application/json", "Payment-Signature": sign(body=body, secret=secret, timestamp=now)},
+        headers={
+            "Content-Type": "application/json",
+            "Payment-Signature": sign(body=body, secret=secret, timestamp=now),
+        },
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:

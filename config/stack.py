@@ -32,8 +32,19 @@ def _env() -> tuple[dict[str, str], list[object]]:
 def procfile_commands(port: str) -> dict[str, list[str]]:
     """The same three processes as the Procfile."""
     return {
-        "web": [PY, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", port,
-                "--lifespan", "off", "--no-access-log"],
+        "web": [
+            PY,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            port,
+            "--lifespan",
+            "off",
+            "--no-access-log",
+        ],
         "relay": [PY, "manage.py", "run_relay"],
         "worker": [PY, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", "--concurrency", "2"],
     }
@@ -47,9 +58,7 @@ def run() -> int:
         [PY, "manage.py", "seed_demo", "--json"], env=env, check=True, cwd=ROOT, capture_output=True, text=True
     )
     demo = json.loads(seeded.stdout)
-    procs = {
-        name: subprocess.Popen(cmd, env=env, cwd=ROOT) for name, cmd in procfile_commands(port).items()
-    }
+    procs = {name: subprocess.Popen(cmd, env=env, cwd=ROOT) for name, cmd in procfile_commands(port).items()}
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_http(f"{base}/api/schema/", procs)

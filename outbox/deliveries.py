@@ -134,4 +134,3 @@ def release(ids: list[int]) -> None:
                 "attempts = greatest(attempts - 1, 0) WHERE id = ANY(%s) AND status = 'in_flight'",
                 [ids],
             )
-

@@ -18,6 +18,9 @@ class StudentStream(models.Model):
     )
     last_seq = models.BigIntegerField(default=0)
 
+    def __str__(self) -> str:
+        return f"student {self.student_id} at seq {self.last_seq}"
+
 
 class OutboxEvent(models.Model):
     """An immutable fact, written in the same transaction as the state it describes.
@@ -116,3 +119,6 @@ class InboxEntry(models.Model):
     class Meta:
         verbose_name_plural = "inbox entries"
         constraints = [models.UniqueConstraint(fields=["event_id", "handler"], name="outbox_inbox_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.handler} applied {self.event_id}"

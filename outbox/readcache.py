@@ -8,6 +8,7 @@ event's COMMIT can never put its older view back after the relay's invalidation 
 Only the relay calls `invalidate_students`; readers call `fetch`. The TTL is a safety net.
 """
 
+import contextlib
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -37,7 +38,7 @@ return floor
 
 
 @lru_cache(maxsize=1)
-def _client() -> "redis.Redis[bytes]":
+def _client() -> redis.Redis:
     return redis.Redis.from_url(settings.READ_CACHE_URL, socket_timeout=5, socket_connect_timeout=5)
 
 
@@ -59,12 +60,10 @@ def fetch(*, student_id: int, view: str, build: Callable[[], tuple[int, bytes]])
         built_seq, built_body = build()
         return built_seq, built_body, False
     if body is not None and seq is not None and int(seq) >= int(floor or 0):
-        return int(seq), body, True
+        return int(seq), body if isinstance(body, bytes) else body.encode(), True
     built_seq, built_body = build()
-    try:
+    with contextlib.suppress(redis.RedisError):  # a failed fill only costs the next reader a rebuild
         client.eval(_FILL, 1, key, view, built_seq, built_body, settings.READ_CACHE_TTL_SECONDS)
-    except redis.RedisError:
-        pass
     return built_seq, built_body, False
 
 

@@ -8,16 +8,18 @@ exactly-once by the inbox (handlers) and by idempotent effects (cache floor, seq
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import threading
 from collections import defaultdict
+from typing import Any
 
 import psycopg
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import OperationalError, InterfaceError, close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 from outbox import deliveries, readcache
 from outbox.deliveries import Claimed
@@ -85,7 +87,7 @@ class Relay:
             by_sink[c.sink].append(c.id)
         for sink, ids in by_sink.items():
             try:
-                run_handler_batch.apply_async(args=[sink, ids], retry=False)
+                run_handler_batch.apply_async(args=(sink, ids), retry=False)
             except Exception as exc:  # broker down: back off, the lease keeps them ours meanwhile
                 logger.warning("could not enqueue %d deliveries for %s: %s", len(ids), sink, exc)
                 deliveries.settle_failed(ids, error=f"enqueue: {exc!r}", may_dead_letter=False)
@@ -126,26 +128,21 @@ class Relay:
 
     def _reset_connections(self) -> None:
         if self._listener is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 self._listener.close()
-            except psycopg.Error:
-                pass
             self._listener = None
         close_old_connections()
-        try:
+        with contextlib.suppress(OperationalError, InterfaceError):
             connection.close()
-        except (OperationalError, InterfaceError):
-            pass
 
     def stop(self) -> None:
         self.stopping.set()
 
 
-def _conninfo() -> dict[str, object]:
-    db = settings.DATABASES["default"]
-    params: dict[str, object] = {"dbname": db["NAME"], "user": db.get("USER") or None}
+def _conninfo() -> dict[str, Any]:
+    db: dict[str, Any] = dict(settings.DATABASES["default"])
+    params: dict[str, Any] = {"dbname": db["NAME"], "user": db.get("USER") or None}
     for key, name in (("PASSWORD", "password"), ("HOST", "host"), ("PORT", "port")):
         if db.get(key):
             params[name] = db[key]
     return params
-

@@ -26,9 +26,7 @@ def run_handler_batch(*, sink: str, delivery_ids: list[int]) -> None:
     handler = registry.get(sink)
     blocked: set[int] = set()
     for delivery_id in delivery_ids:
-        student_id = (
-            Delivery.objects.filter(id=delivery_id, sink=sink).values_list("student_id", flat=True).first()
-        )
+        student_id = Delivery.objects.filter(id=delivery_id, sink=sink).values_list("student_id", flat=True).first()
         if student_id is None:
             continue
         if student_id in blocked:

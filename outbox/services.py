@@ -71,11 +71,7 @@ def emit(
         now = timezone.now()
         sinks = [REALTIME_SINK, *(h.name for h in registry.handlers_for(type))]
         Delivery.objects.bulk_create(
-            [
-                Delivery(event=event, sink=sink, student_id=student_id, seq=seq, available_at=now)
-                for sink in sinks
-            ]
+            [Delivery(event=event, sink=sink, student_id=student_id, seq=seq, available_at=now) for sink in sinks]
         )
         cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
     return event
-

@@ -38,8 +38,7 @@ def dashboard_build(*, student: Any) -> tuple[int, dict[str, Any]]:
                     "course": {"id": p.course.pk, "title": p.course.title},
                     "trainer": {"id": trainer.pk, "name": trainer.name} if trainer else None,
                     "sessions": [
-                        {"id": s.pk, "starts_at": s.starts_at.isoformat(), "status": s.status}
-                        for s in p.sessions.all()
+                        {"id": s.pk, "starts_at": s.starts_at.isoformat(), "status": s.status} for s in p.sessions.all()
                     ],
                 }
             )

@@ -5,34 +5,48 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('purchases', '0001_initial'),
+        ("purchases", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Trainer',
+            name="Trainer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('capacity', models.PositiveIntegerField(help_text='How many active purchases this trainer can take.')),
-                ('active_count', models.PositiveIntegerField(default=0, editable=False)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("capacity", models.PositiveIntegerField(help_text="How many active purchases this trainer can take.")),
+                ("active_count", models.PositiveIntegerField(default=0, editable=False)),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('active_count__lte', models.F('capacity'))), name='trainer_active_count_within_capacity')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("active_count__lte", models.F("capacity"))),
+                        name="trainer_active_count_within_capacity",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Allocation',
+            name="Allocation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('allocated_at', models.DateTimeField(auto_now_add=True)),
-                ('released_at', models.DateTimeField(blank=True, null=True)),
-                ('purchase', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='allocation', to='purchases.purchase')),
-                ('trainer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='allocations', to='allocation.trainer')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("allocated_at", models.DateTimeField(auto_now_add=True)),
+                ("released_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "purchase",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="allocation", to="purchases.purchase"
+                    ),
+                ),
+                (
+                    "trainer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="allocations", to="allocation.trainer"
+                    ),
+                ),
             ],
         ),
     ]

@@ -5,29 +5,47 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('allocation', '0001_initial'),
-        ('purchases', '0001_initial'),
+        ("allocation", "0001_initial"),
+        ("purchases", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='TrainingSession',
+            name="TrainingSession",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveSmallIntegerField()),
-                ('starts_at', models.DateTimeField()),
-                ('duration_minutes', models.PositiveSmallIntegerField()),
-                ('status', models.CharField(choices=[('scheduled', 'Scheduled'), ('cancelled', 'Cancelled'), ('completed', 'Completed')], default='scheduled', max_length=16)),
-                ('purchase', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='sessions', to='purchases.purchase')),
-                ('trainer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='sessions', to='allocation.trainer')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("number", models.PositiveSmallIntegerField()),
+                ("starts_at", models.DateTimeField()),
+                ("duration_minutes", models.PositiveSmallIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("scheduled", "Scheduled"), ("cancelled", "Cancelled"), ("completed", "Completed")],
+                        default="scheduled",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "purchase",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="sessions", to="purchases.purchase"
+                    ),
+                ),
+                (
+                    "trainer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="sessions", to="allocation.trainer"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['starts_at'],
-                'constraints': [models.UniqueConstraint(fields=('purchase', 'number'), name='session_purchase_number_uniq')],
+                "ordering": ["starts_at"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("purchase", "number"), name="session_purchase_number_uniq")
+                ],
             },
         ),
     ]

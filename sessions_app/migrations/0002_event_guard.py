@@ -1,4 +1,4 @@
-"""Deferred constraint trigger: a change to sessions_app_trainingsession commits only with its purchase's outbox event."""
+"""Deferred constraint trigger: a session change commits only with its purchase's outbox event."""
 
 from django.db import migrations
 
