@@ -1,0 +1,204 @@
+"""Fixtures on the real PostgreSQL and Redis named by DATABASE_URL / REDIS_URL.
+
+Each test starts from an empty Redis database (the one REDIS_URL names is flushed: give the tests
+their own). Process fixtures run the real relay, Celery worker and ASGI server as subprocesses
+against the test database.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import redis
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection
+from rest_framework.authtoken.models import Token
+
+from allocation.models import Trainer
+from purchases.models import Course
+from purchases.webhook import sign
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis() -> Iterator[None]:
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    yield
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns a truthy value; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def make_student(db: None) -> Callable[..., Any]:
+    counter = iter(range(1, 1_000_000))
+
+    def make(username: str | None = None) -> Any:
+        name = username or f"student{next(counter)}"
+        user = get_user_model().objects.create_user(username=name, email=f"{name}@example.com")
+        Token.objects.create(user=user)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def student(make_student: Callable[..., Any]) -> Any:
+    return make_student("alice")
+
+
+@pytest.fixture
+def course(db: None) -> Course:
+    return Course.objects.create(title="Strength basics", sessions_count=3, session_minutes=60, price=Decimal("240"))
+
+
+@pytest.fixture
+def trainer(db: None) -> Trainer:
+    return Trainer.objects.create(name="Ada", capacity=5)
+
+
+def webhook_body(
+    *, payment_id: str, student_id: int, course_id: int, event_id: str | None = None, type: str = "payment.succeeded"
+) -> bytes:
+    return json.dumps(
+        {
+            "id": event_id or f"evt_{payment_id}",
+            "type": type,
+            "created": int(time.time()),
+            "data": {
+                "payment_id": payment_id,
+                "student_id": student_id,
+                "course_id": course_id,
+                "amount": "240.00",
+                "currency": "EUR",
+            },
+        }
+    ).encode()
+
+
+def signature(body: bytes, *, secret: str | None = None, timestamp: int | None = None) -> str:
+    return sign(
+        body=body,
+        secret=secret or settings.PAYMENT_WEBHOOK_SECRETS[0],
+        timestamp=int(time.time()) if timestamp is None else timestamp,
+    )
+
+
+# -- real processes -------------------------------------------------------------------------------
+
+
+def test_database_url() -> str:
+    """DATABASE_URL of the database the tests run in (pytest-django's test database)."""
+    s = connection.settings_dict
+    host = quote(s["HOST"] or "", safe="")
+    auth = s["USER"] + (f":{quote(s['PASSWORD'], safe='')}" if s["PASSWORD"] else "")
+    port = f":{s['PORT']}" if s["PORT"] else ""
+    return f"postgres://{auth}@{host}{port}/{s['NAME']}"
+
+
+test_database_url.__test__ = False  # type: ignore[attr-defined]
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=test_database_url(),
+        DJANGO_SETTINGS_MODULE="config.settings",
+        PYTHONUNBUFFERED="1",
+        OUTBOX_POLL_SECONDS="0.2",
+        OUTBOX_BACKOFF_BASE_SECONDS="0.2",
+        OUTBOX_BACKOFF_MAX_SECONDS="2",
+    )
+    env.update(extra)
+    return env
+
+
+class Processes:
+    """Starts real processes and always stops them (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp_path / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+        proc = subprocess.Popen(args, cwd=ROOT, env=process_env(**env), stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        return proc
+
+    def relay(self, name: str = "relay", **env: str) -> subprocess.Popen[bytes]:
+        return self.start(name, [sys.executable, "manage.py", "run_relay"], **env)
+
+    def worker(self, name: str = "worker", **env: str) -> subprocess.Popen[bytes]:
+        return self.start(
+            name,
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "INFO",
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h"],
+            **env,
+        )
+
+    def server(self, name: str = "web", **env: str) -> str:
+        port = free_port()
+        self.start(
+            name,
+            [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port",
+             str(port), "--lifespan", "off", "--no-access-log"],
+            **env,
+        )
+        wait_until(lambda: _port_open(port), timeout=30, what=f"{name} to listen on {port}")
+        return f"127.0.0.1:{port}"
+
+    def log(self, name: str) -> str:
+        return (self.tmp_path / f"{name}.log").read_text(errors="replace")
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(tmp_path)
+    try:
+        yield procs
+    finally:
+        procs.stop_all()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
