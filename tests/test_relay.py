@@ -1,0 +1,128 @@
+"""The relay in-process (Celery tasks run eagerly): order, invalidation before push, inbox, retries."""
+
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import override_settings
+
+from allocation.models import Allocation, Trainer
+from config.celery import app as celery_app
+from outbox import deliveries
+from outbox.models import Delivery, InboxEntry, OutboxEvent
+from outbox.relay import Relay
+from purchases.models import Course
+from purchases.services import purchase_create
+from tests.conftest import wait_until
+from tests.listeners import GroupListener
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def eager_celery() -> Iterator[None]:
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+def buy(student: Any, course: Course, payment_id: str) -> int:
+    return purchase_create(
+        payment_id=payment_id, student_id=student.pk, course_id=course.pk, amount=Decimal("1"), currency="EUR",
+        actor="test",
+    ).purchase.pk
+
+
+def test_the_chain_is_delivered_in_order_with_causation(student: Any, course: Course, trainer: Trainer) -> None:
+    buy(student, course, "pay_1")
+    with GroupListener([student.pk]) as listener:
+        Relay().drain()
+        wait_until(lambda: len(listener.events[student.pk]) == 3, what="three pushed events")
+    assert [e["type"] for e in listener.events[student.pk]] == [
+        "purchase.created", "trainer.allocated", "sessions.generated"
+    ]
+    assert listener.seqs(student.pk) == [1, 2, 3]
+    created, allocated, generated = OutboxEvent.objects.order_by("seq")
+    assert {e.correlation_id for e in (created, allocated, generated)} == {"pay_1"}
+    assert (created.causation_id, allocated.causation_id, generated.causation_id) == (None, created.id, allocated.id)
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"done"}
+    assert Delivery.objects.count() == 5  # realtime x3, allocation, sessions
+
+
+def test_a_redelivered_event_has_no_second_effect(student: Any, course: Course, trainer: Trainer) -> None:
+    buy(student, course, "pay_1")
+    Relay().drain()
+    # Simulate at-least-once: every handler delivery comes round again.
+    Delivery.objects.exclude(sink="realtime").update(status="pending", available_at="2000-01-01T00:00Z")
+    Relay().drain()
+    assert Allocation.objects.count() == 1
+    assert OutboxEvent.objects.count() == 3
+    assert InboxEntry.objects.count() == 2
+    trainer.refresh_from_db()
+    assert trainer.active_count == 1
+
+
+def test_per_student_order_holds_across_batches(make_student: Any, course: Course) -> None:
+    Trainer.objects.create(name="Big", capacity=1000)
+    students = [make_student() for _ in range(5)]
+    for i in range(8):
+        for s in students:
+            buy(s, course, f"pay_{s.pk}_{i}")
+    with GroupListener([s.pk for s in students]) as listener:
+        relay = Relay(batch_size=7)  # small batches: streams are split across many claims
+        while relay.drain():
+            pass
+        wait_until(lambda: listener.count() == 5 * 8 * 3, what="all pushes")
+    for s in students:
+        assert listener.seqs(s.pk) == list(range(1, 25))
+
+
+def test_a_failing_handler_retries_then_dead_letters_without_blocking_others(
+    make_student: Any, course: Course, trainer: Trainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from allocation import services
+
+    poisoned, healthy = make_student(), make_student()
+    real_allocate = services.trainer_allocate
+
+    def allocate(*, purchase_id: int, cause: Any) -> Any:
+        if cause.correlation_id == "pay_poison":
+            raise RuntimeError("boom")
+        return real_allocate(purchase_id=purchase_id, cause=cause)
+
+    monkeypatch.setattr(services, "trainer_allocate", allocate)
+    buy(poisoned, course, "pay_poison")
+    buy(poisoned, course, "pay_after_poison")
+    buy(healthy, course, "pay_ok")
+    with override_settings(OUTBOX_MAX_ATTEMPTS=3, OUTBOX_BACKOFF_BASE_SECONDS=0, OUTBOX_BACKOFF_MAX_SECONDS=0):
+        relay = Relay()
+        for _ in range(6):
+            relay.drain()
+    poison = Delivery.objects.get(sink="allocation.allocate_trainer", event__correlation_id="pay_poison")
+    assert poison.status == "dead" and poison.attempts == 3 and "boom" in poison.last_error
+    # The healthy student's chain completed; the poisoned student's next event waits behind the dead one.
+    assert Allocation.objects.filter(purchase__student=healthy).exists()
+    behind = Delivery.objects.get(sink="allocation.allocate_trainer", event__correlation_id="pay_after_poison")
+    assert behind.status == "pending" and behind.attempts == 0
+
+
+def test_an_expired_lease_is_claimed_again(student: Any, course: Course, trainer: Trainer) -> None:
+    buy(student, course, "pay_1")
+    with override_settings(OUTBOX_LEASE_SECONDS=0.0, OUTBOX_HANDLER_LEASE_SECONDS=0.0):
+        crashed = deliveries.claim(relay_id="crashed", limit=10)  # claimed, never settled
+    assert {c.sink for c in crashed} == {"realtime", "allocation.allocate_trainer"}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(0.01)")  # make sure now() moved past the zero-length lease
+    Relay().drain()
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"done"}
+    assert Delivery.objects.get(sink="realtime", seq=1).attempts == 2
+
+
+def test_a_live_lease_is_not_claimed_twice(student: Any, course: Course) -> None:
+    buy(student, course, "pay_1")
+    buy(student, course, "pay_2")
+    first = deliveries.claim(relay_id="a", limit=100)
+    second = deliveries.claim(relay_id="b", limit=100)
+    assert len(first) == 4 and second == []
