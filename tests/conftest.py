@@ -153,8 +153,23 @@ class Processes:
     def worker(self, name: str = "worker", **env: str) -> subprocess.Popen[bytes]:
         return self.start(
             name,
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "INFO",
-             "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"{name}@%h"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"{name}@%h",
+            ],
             **env,
         )
 
@@ -162,8 +177,19 @@ class Processes:
         port = free_port()
         self.start(
             name,
-            [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port",
-             str(port), "--lifespan", "off", "--no-access-log"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--lifespan",
+                "off",
+                "--no-access-log",
+            ],
             **env,
         )
         wait_until(lambda: _port_open(port), timeout=30, what=f"{name} to listen on {port}")

@@ -21,7 +21,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def _purchases(student: Any, course: Course, n: int) -> list[Purchase]:
     return [
         purchase_create(
-            payment_id=f"pay_{student.pk}_{i}", student_id=student.pk, course_id=course.pk, amount=Decimal("1"), currency="EUR",
+            payment_id=f"pay_{student.pk}_{i}",
+            student_id=student.pk,
+            course_id=course.pk,
+            amount=Decimal("1"),
+            currency="EUR",
             actor="test",
         ).purchase
         for i in range(n)

@@ -34,7 +34,11 @@ def auth(student: Any) -> dict[str, str]:
 
 def buy(student: Any, course: Course, payment_id: str = "pay_1") -> None:
     purchase_create(
-        payment_id=payment_id, student_id=student.pk, course_id=course.pk, amount=Decimal("1"), currency="EUR",
+        payment_id=payment_id,
+        student_id=student.pk,
+        course_id=course.pk,
+        amount=Decimal("1"),
+        currency="EUR",
         actor="test",
     )
 
@@ -90,8 +94,16 @@ def test_a_stale_fill_after_the_invalidation_is_refused(student: Any, course: Co
         return 2, b'{"fresh": true}'
 
     # ... but its fill was refused: the next reader rebuilds instead of reading the stale view.
-    assert readcache.fetch(student_id=student.pk, view=DASHBOARD_VIEW, build=fresh_build) == (2, b'{"fresh": true}', False)
-    assert readcache.fetch(student_id=student.pk, view=DASHBOARD_VIEW, build=stale_build) == (2, b'{"fresh": true}', True)
+    assert readcache.fetch(student_id=student.pk, view=DASHBOARD_VIEW, build=fresh_build) == (
+        2,
+        b'{"fresh": true}',
+        False,
+    )
+    assert readcache.fetch(student_id=student.pk, view=DASHBOARD_VIEW, build=stale_build) == (
+        2,
+        b'{"fresh": true}',
+        True,
+    )
 
 
 def test_a_fill_that_lands_before_the_invalidation_is_dropped_by_it(student: Any) -> None:

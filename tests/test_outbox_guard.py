@@ -18,7 +18,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def _purchase(student: Any, course: Course, payment_id: str = "pay_1") -> Purchase:
     return purchase_create(
-        payment_id=payment_id, student_id=student.pk, course_id=course.pk, amount=Decimal("1"), currency="EUR",
+        payment_id=payment_id,
+        student_id=student.pk,
+        course_id=course.pk,
+        amount=Decimal("1"),
+        currency="EUR",
         actor="test",
     ).purchase
 
@@ -26,7 +30,11 @@ def _purchase(student: Any, course: Course, payment_id: str = "pay_1") -> Purcha
 def test_emit_outside_a_transaction_raises(student: Any) -> None:
     with pytest.raises(OutboxError):
         emit(
-            type="purchase.created", student_id=student.pk, aggregate_type="purchase", aggregate_id=1, payload={},
+            type="purchase.created",
+            student_id=student.pk,
+            aggregate_type="purchase",
+            aggregate_id=1,
+            payload={},
             cause=Cause(actor="test", correlation_id="x"),
         )
     assert OutboxEvent.objects.count() == 0
@@ -62,8 +70,12 @@ def test_the_guard_fires_at_commit_not_at_the_statement(student: Any, course: Co
     with transaction.atomic():
         Purchase.objects.filter(pk=purchase.pk).update(status=Purchase.Status.WAITLISTED)
         emit(
-            type="allocation.waitlisted", student_id=student.pk, aggregate_type="purchase",
-            aggregate_id=purchase.pk, payload={}, cause=Cause(actor="test", correlation_id="pay_1"),
+            type="allocation.waitlisted",
+            student_id=student.pk,
+            aggregate_type="purchase",
+            aggregate_id=purchase.pk,
+            payload={},
+            cause=Cause(actor="test", correlation_id="pay_1"),
         )
     assert Purchase.objects.get(pk=purchase.pk).status == Purchase.Status.WAITLISTED
 
@@ -73,8 +85,12 @@ def test_an_event_for_another_purchase_does_not_cover_the_change(student: Any, c
     with pytest.raises(IntegrityError, match="outbox guard"), transaction.atomic():
         Purchase.objects.filter(pk=first.pk).update(status=Purchase.Status.WAITLISTED)
         emit(
-            type="allocation.waitlisted", student_id=student.pk, aggregate_type="purchase",
-            aggregate_id=second.pk, payload={}, cause=Cause(actor="test", correlation_id="pay_b"),
+            type="allocation.waitlisted",
+            student_id=student.pk,
+            aggregate_type="purchase",
+            aggregate_id=second.pk,
+            payload={},
+            cause=Cause(actor="test", correlation_id="pay_b"),
         )
 
 

@@ -30,7 +30,11 @@ def eager_celery() -> Iterator[None]:
 
 def buy(student: Any, course: Course, payment_id: str) -> int:
     return purchase_create(
-        payment_id=payment_id, student_id=student.pk, course_id=course.pk, amount=Decimal("1"), currency="EUR",
+        payment_id=payment_id,
+        student_id=student.pk,
+        course_id=course.pk,
+        amount=Decimal("1"),
+        currency="EUR",
         actor="test",
     ).purchase.pk
 
@@ -41,7 +45,9 @@ def test_the_chain_is_delivered_in_order_with_causation(student: Any, course: Co
         Relay().drain()
         wait_until(lambda: len(listener.events[student.pk]) == 3, what="three pushed events")
     assert [e["type"] for e in listener.events[student.pk]] == [
-        "purchase.created", "trainer.allocated", "sessions.generated"
+        "purchase.created",
+        "trainer.allocated",
+        "sessions.generated",
     ]
     assert listener.seqs(student.pk) == [1, 2, 3]
     created, allocated, generated = OutboxEvent.objects.order_by("seq")

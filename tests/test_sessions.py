@@ -20,7 +20,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_sessions_are_weekly_and_generated_once(student: Any, course: Course, trainer: Trainer) -> None:
     purchase = purchase_create(
-        payment_id="pay_1", student_id=student.pk, course_id=course.pk, amount=Decimal("1"), currency="EUR",
+        payment_id="pay_1",
+        student_id=student.pk,
+        course_id=course.pk,
+        amount=Decimal("1"),
+        currency="EUR",
         actor="test",
     ).purchase
     cause = Cause(actor="test", correlation_id="pay_1")
@@ -37,7 +41,11 @@ def test_sessions_are_weekly_and_generated_once(student: Any, course: Course, tr
 
 def test_no_sessions_without_a_trainer(student: Any, course: Course) -> None:
     purchase = purchase_create(
-        payment_id="pay_1", student_id=student.pk, course_id=course.pk, amount=Decimal("1"), currency="EUR",
+        payment_id="pay_1",
+        student_id=student.pk,
+        course_id=course.pk,
+        amount=Decimal("1"),
+        currency="EUR",
         actor="test",
     ).purchase
     assert sessions_generate(purchase_id=purchase.pk, cause=Cause(actor="test", correlation_id="pay_1")) == []

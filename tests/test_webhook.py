@@ -82,12 +82,20 @@ def test_any_configured_secret_and_any_v1_value_is_accepted(client: Client, stud
         b"{}",
         json.dumps({"id": "e", "type": "payment.succeeded", "created": 1, "data": {}}).encode(),
         json.dumps(
-            {"id": "e", "type": "payment.succeeded", "created": 1,
-             "data": {"payment_id": "p", "student_id": "x", "course_id": 1, "amount": "1", "currency": "EUR"}}
+            {
+                "id": "e",
+                "type": "payment.succeeded",
+                "created": 1,
+                "data": {"payment_id": "p", "student_id": "x", "course_id": 1, "amount": "1", "currency": "EUR"},
+            }
         ).encode(),
         json.dumps(
-            {"id": "e", "type": "payment.succeeded", "created": 1,
-             "data": {"payment_id": "p", "student_id": 1, "course_id": 1, "amount": "-5", "currency": "EURO"}}
+            {
+                "id": "e",
+                "type": "payment.succeeded",
+                "created": 1,
+                "data": {"payment_id": "p", "student_id": 1, "course_id": 1, "amount": "-5", "currency": "EURO"},
+            }
         ).encode(),
         b"\xff\xfe",
     ],
