@@ -29,7 +29,7 @@ def eager_celery() -> Iterator[None]:
 
 
 def auth(student: Any) -> dict[str, str]:
-    return {"HTTP_AUTHORIZATION": f"Token {student.auth_token.key}"}
+    return {"Authorization": f"Token {student.auth_token.key}"}
 
 
 def buy(student: Any, course: Course, payment_id: str = "pay_1") -> None:
@@ -51,9 +51,9 @@ def test_requires_a_token(client: Client) -> None:
 
 def test_second_read_is_served_from_the_cache(client: Client, student: Any, course: Course) -> None:
     buy(student, course)
-    first = client.get(URL, **auth(student))
+    first = client.get(URL, headers=auth(student))
     with CaptureQueriesContext(connection) as queries:
-        second = client.get(URL, **auth(student))
+        second = client.get(URL, headers=auth(student))
     assert first["X-Cache"] == "miss" and second["X-Cache"] == "hit"
     assert second.json() == first.json()
     # Only the token lookup touches the database on a hit.
@@ -64,10 +64,10 @@ def test_reflects_an_event_as_soon_as_the_relay_delivered_it(
     client: Client, student: Any, course: Course, trainer: Trainer
 ) -> None:
     buy(student, course)
-    before = client.get(URL, **auth(student)).json()
+    before = client.get(URL, headers=auth(student)).json()
     assert before["seq"] == 1 and before["purchases"][0]["trainer"] is None
     Relay().drain()
-    after = client.get(URL, **auth(student))
+    after = client.get(URL, headers=auth(student))
     body = after.json()
     assert after["X-Cache"] == "miss"
     assert body["seq"] == 3
@@ -87,7 +87,7 @@ def test_a_stale_fill_after_the_invalidation_is_refused(student: Any, course: Co
     def stale_build() -> tuple[int, bytes]:
         return stale_seq, b'{"stale": true}'
 
-    seq, body, hit = readcache.fetch(student_id=student.pk, view=DASHBOARD_VIEW, build=stale_build)
+    seq, _, hit = readcache.fetch(student_id=student.pk, view=DASHBOARD_VIEW, build=stale_build)
     assert (seq, hit) == (1, False)  # the slow reader still answers its own request ...
 
     def fresh_build() -> tuple[int, bytes]:

@@ -1,5 +1,6 @@
 """Sessions: weekly schedule from the course, idempotent generation."""
 
+import itertools
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -32,7 +33,7 @@ def test_sessions_are_weekly_and_generated_once(student: Any, course: Course, tr
     sessions = sessions_generate(purchase_id=purchase.pk, cause=cause)
     assert len(sessions) == course.sessions_count
     starts = [s.starts_at for s in sessions]
-    assert all(b - a == timedelta(weeks=1) for a, b in zip(starts, starts[1:], strict=False))
+    assert all(b - a == timedelta(weeks=1) for a, b in itertools.pairwise(starts))
     assert {s.trainer_id for s in sessions} == {trainer.pk}
     assert sessions_generate(purchase_id=purchase.pk, cause=cause) == sessions
     assert TrainingSession.objects.count() == course.sessions_count

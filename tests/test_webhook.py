@@ -16,8 +16,8 @@ URL = "/api/v1/payments/webhook"
 
 
 def post(client: Client, body: bytes, sig: str | None) -> Any:
-    headers = {"HTTP_PAYMENT_SIGNATURE": sig} if sig is not None else {}
-    return client.post(URL, data=body, content_type="application/json", **headers)
+    headers = {"Payment-Signature": sig} if sig is not None else {}
+    return client.post(URL, data=body, content_type="application/json", headers=headers)
 
 
 def test_new_payment_creates_one_purchase_and_its_event(client: Client, student: Any, course: Course) -> None:
