@@ -12,3 +12,9 @@ def on_purchase_created(event: OutboxEvent) -> None:
         purchase_id=int(event.payload["purchase_id"]),
         cause=Cause.from_event(event, actor="handler:allocation.allocate_trainer"),
     )
+
+
+@handles("purchase.refunded", name="allocation.promote_waitlist")
+def on_purchase_refunded(event: OutboxEvent) -> None:
+    """The refund freed a trainer's place: give it to the oldest waitlisted purchase."""
+    services.waitlist_promote(cause=Cause.from_event(event, actor="handler:allocation.promote_waitlist"))

@@ -1,7 +1,8 @@
-"""Writers of allocations: choose a trainer for a purchase, or put it on the waitlist."""
+"""Writers of allocations: choose a trainer for a purchase, waitlist it, release it, promote the waitlist."""
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from allocation.models import Allocation, Trainer
 from outbox import services as outbox
@@ -10,17 +11,18 @@ from purchases.models import Purchase
 
 
 def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
-    """Allocate the least-loaded trainer with free capacity, or waitlist the purchase.
+    """Allocate the least-loaded trainer with free capacity to a pending or waitlisted purchase.
 
-    Emits `trainer.allocated` or `allocation.waitlisted`. Idempotent: a purchase that is no longer
-    pending is left alone (returns its allocation, if any). Capacity can't be exceeded by concurrent
-    calls: the trainer is chosen under its row lock (`FOR UPDATE`, whose re-check after a wait skips
-    a trainer that just filled up), and a CHECK constraint backs it.
+    Emits `trainer.allocated`; a pending purchase with no trainer free is waitlisted instead
+    (`allocation.waitlisted`); a waitlisted one stays so, with no new event. Idempotent: an active
+    or refunded purchase is left alone (returns its allocation, if any). Capacity can't be exceeded by
+    concurrent calls: the trainer is chosen under its row lock (`FOR UPDATE`, whose re-check after a
+    wait skips a trainer that just filled up), and a CHECK constraint backs it.
     """
     with transaction.atomic():
-        purchase = Purchase.objects.select_for_update().select_related("course").get(id=purchase_id)
-        if purchase.status != Purchase.Status.PENDING:
-            return Allocation.objects.filter(purchase=purchase).first()
+        purchase = Purchase.objects.select_for_update().get(id=purchase_id)
+        if purchase.status not in (Purchase.Status.PENDING, Purchase.Status.WAITLISTED):
+            return Allocation.objects.filter(purchase=purchase, released_at__isnull=True).first()
         trainer = (
             Trainer.objects.select_for_update()
             .filter(active_count__lt=F("capacity"))
@@ -28,16 +30,8 @@ def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
             .first()
         )
         if trainer is None:
-            purchase.status = Purchase.Status.WAITLISTED
-            purchase.save(update_fields=["status", "updated_at"])
-            outbox.emit(
-                type="allocation.waitlisted",
-                student_id=purchase.student_id,
-                aggregate_type="purchase",
-                aggregate_id=purchase.pk,
-                payload={"purchase_id": purchase.pk, "status": purchase.status},
-                cause=cause,
-            )
+            if purchase.status == Purchase.Status.PENDING:
+                _waitlist(purchase, cause)
             return None
         Trainer.objects.filter(id=trainer.pk).update(active_count=F("active_count") + 1)
         allocation = Allocation.objects.create(purchase=purchase, trainer=trainer)
@@ -57,3 +51,54 @@ def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
             cause=cause,
         )
         return allocation
+
+
+def _waitlist(purchase: Purchase, cause: Cause) -> None:
+    purchase.status = Purchase.Status.WAITLISTED
+    purchase.save(update_fields=["status", "updated_at"])
+    outbox.emit(
+        type="allocation.waitlisted",
+        student_id=purchase.student_id,
+        aggregate_type="purchase",
+        aggregate_id=purchase.pk,
+        payload={"purchase_id": purchase.pk, "status": purchase.status},
+        cause=cause,
+    )
+
+
+def allocation_release(*, purchase: Purchase) -> Allocation | None:
+    """Release the purchase's allocation and give its trainer the capacity back.
+
+    Part of a larger change: needs the caller's transaction, and the caller emits the event that
+    covers the purchase (e.g. `purchase.refunded`). Idempotent: returns None if nothing was active.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("allocation_release() runs inside the caller's transaction.atomic()")
+    allocation = Allocation.objects.select_for_update().filter(purchase=purchase, released_at__isnull=True).first()
+    if allocation is None:
+        return None
+    allocation.released_at = timezone.now()
+    allocation.save(update_fields=["released_at"])
+    Trainer.objects.filter(id=allocation.trainer_id).update(active_count=F("active_count") - 1)
+    return allocation
+
+
+def waitlist_promote(*, cause: Cause, limit: int = 100) -> list[Allocation]:
+    """Allocate waitlisted purchases, oldest first, while any trainer has free capacity.
+
+    Each allocation is its own transaction (through `trainer_allocate`), so a concurrent promotion
+    can't allocate the same purchase twice and capacity is never exceeded. Idempotent. Each new
+    allocation belongs to its own payment's chain (correlation) and names `cause` as its cause.
+    """
+    allocated: list[Allocation] = []
+    waiting = Purchase.objects.filter(status=Purchase.Status.WAITLISTED).order_by("created_at", "id")
+    for purchase_id, payment_id in waiting.values_list("id", "payment__provider_payment_id")[:limit]:
+        if not Trainer.objects.filter(active_count__lt=F("capacity")).exists():
+            break
+        allocation = trainer_allocate(
+            purchase_id=purchase_id,
+            cause=Cause(actor=cause.actor, correlation_id=payment_id, causation_id=cause.causation_id),
+        )
+        if allocation is not None:
+            allocated.append(allocation)
+    return allocated

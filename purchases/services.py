@@ -1,14 +1,16 @@
 """Writers of purchases. The webhook, the admin and `fix_purchase` all come through here."""
 
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.utils import timezone
 
 from outbox import services as outbox
 from outbox.services import Cause
-from purchases.errors import UnknownCourse, UnknownStudent
+from purchases.errors import UnknownCourse, UnknownPayment, UnknownStudent
 from purchases.models import Course, Payment, Purchase
 
 
@@ -68,3 +70,61 @@ def purchase_create(
             cause=Cause(actor=actor, correlation_id=payment_id),
         )
         return PurchaseResult(purchase=purchase, created=True)
+
+
+def purchase_refund(*, payment_id: str, actor: str) -> PurchaseResult:
+    """Refund a payment: the purchase becomes `refunded`, its trainer's place is freed at once, and
+    `purchase.refunded` is emitted (its handlers cancel future sessions and promote the waitlist).
+
+    Idempotent: refunding a refunded purchase changes nothing and emits nothing (`created` is False).
+    Raises `UnknownPayment` if no purchase has this payment id.
+    """
+    from allocation.services import allocation_release
+
+    with transaction.atomic():
+        purchase = (
+            Purchase.objects.select_for_update()
+            .select_related("payment")
+            .filter(payment__provider_payment_id=payment_id)
+            .first()
+        )
+        if purchase is None:
+            raise UnknownPayment(f"no purchase for payment {payment_id!r}", payment_id=payment_id)
+        if purchase.status == Purchase.Status.REFUNDED:
+            return PurchaseResult(purchase=purchase, created=False)
+        previous = purchase.status
+        released = allocation_release(purchase=purchase)
+        purchase.status = Purchase.Status.REFUNDED
+        purchase.save(update_fields=["status", "updated_at"])
+        Payment.objects.filter(pk=purchase.payment_id).update(refunded_at=timezone.now())
+        outbox.emit(
+            type="purchase.refunded",
+            student_id=purchase.student_id,
+            aggregate_type="purchase",
+            aggregate_id=purchase.pk,
+            payload={
+                "purchase_id": purchase.pk,
+                "payment_id": payment_id,
+                "status": purchase.status,
+                "previous_status": previous,
+                "released_trainer_id": released.trainer_id if released else None,
+            },
+            cause=Cause(actor=actor, correlation_id=payment_id),
+        )
+        return PurchaseResult(purchase=purchase, created=True)
+
+
+def student_resync_request(*, student_id: int, actor: str) -> None:
+    """Emit `student.resync_requested`: through the relay, the student's cached views are invalidated
+    and their app is told to refetch. Safe to repeat (each call is one more harmless event)."""
+    if not get_user_model().objects.filter(id=student_id).exists():
+        raise UnknownStudent(f"no student with id {student_id}", student_id=student_id)
+    with transaction.atomic():
+        outbox.emit(
+            type="student.resync_requested",
+            student_id=student_id,
+            aggregate_type="student",
+            aggregate_id=student_id,
+            payload={"student_id": student_id},
+            cause=Cause(actor=actor, correlation_id=f"resync:{student_id}:{uuid.uuid4().hex[:12]}"),
+        )

@@ -12,3 +12,11 @@ def on_trainer_allocated(event: OutboxEvent) -> None:
         purchase_id=int(event.payload["purchase_id"]),
         cause=Cause.from_event(event, actor="handler:sessions.generate"),
     )
+
+
+@handles("purchase.refunded", name="sessions.cancel")
+def on_purchase_refunded(event: OutboxEvent) -> None:
+    services.sessions_cancel(
+        purchase_id=int(event.payload["purchase_id"]),
+        cause=Cause.from_event(event, actor="handler:sessions.cancel"),
+    )

@@ -57,3 +57,31 @@ def sessions_generate(*, purchase_id: int, cause: Cause) -> list[TrainingSession
             cause=cause,
         )
         return sessions
+
+
+def sessions_cancel(*, purchase_id: int, cause: Cause) -> list[TrainingSession]:
+    """Cancel the purchase's sessions that have not started yet; emit `sessions.cancelled`.
+
+    Idempotent: with nothing left to cancel it writes and emits nothing (returns []).
+    """
+    with transaction.atomic():
+        purchase = Purchase.objects.select_for_update().get(id=purchase_id)
+        future = list(
+            TrainingSession.objects.select_for_update().filter(
+                purchase=purchase, status=TrainingSession.Status.SCHEDULED, starts_at__gt=timezone.now()
+            )
+        )
+        if not future:
+            return []
+        TrainingSession.objects.filter(id__in=[s.pk for s in future]).update(status=TrainingSession.Status.CANCELLED)
+        outbox.emit(
+            type="sessions.cancelled",
+            student_id=purchase.student_id,
+            aggregate_type="purchase",
+            aggregate_id=purchase.pk,
+            payload={"purchase_id": purchase.pk, "session_ids": [s.pk for s in future]},
+            cause=cause,
+        )
+        for s in future:
+            s.status = TrainingSession.Status.CANCELLED
+        return future
