@@ -152,6 +152,11 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Course purchases API",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "DESCRIPTION": "Course purchases: payment webhook, the student's dashboard and event feed. "
+    "Every error is {\"error\": {\"code\", \"message\", \"details\"}}.",
 }
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from purchases.api import DashboardApi, PaymentWebhookApi
+from purchases.api import CoursesApi, DashboardApi, EventsApi, PaymentWebhookApi
 
 handler404 = "config.errors.json_404"
 handler500 = "config.errors.json_500"
@@ -11,6 +11,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/payments/webhook", PaymentWebhookApi.as_view(), name="payment-webhook"),
     path("api/v1/me/dashboard", DashboardApi.as_view(), name="me-dashboard"),
+    path("api/v1/me/events", EventsApi.as_view(), name="me-events"),
+    path("api/v1/courses", CoursesApi.as_view(), name="courses"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

@@ -1,5 +1,7 @@
-"""HTTP interface of purchases: the payment webhook and the student's dashboard. Thin: services and
-selectors do the work."""
+"""HTTP interface of purchases: the payment webhook and the student's read API.
+
+Thin: parsing, validation and error mapping only; services and selectors do the work.
+"""
 
 import json
 import logging
@@ -7,20 +9,36 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import ApiError
+from outbox.selectors import student_events_after
 from purchases import selectors, services, webhook
 from purchases.errors import DomainError
-from purchases.serializers import DashboardSerializer, PaymentWebhookSerializer, WebhookResultSerializer
+from purchases.models import Course
+from purchases.serializers import (
+    CourseSerializer,
+    DashboardSerializer,
+    ErrorSerializer,
+    EventsPageSerializer,
+    PaymentDataSerializer,
+    PaymentWebhookSerializer,
+    ProviderEventEnvelopeSerializer,
+    WebhookResultSerializer,
+)
 
 logger = logging.getLogger(__name__)
 
 MAX_WEBHOOK_BODY = 64 * 1024
-SUPPORTED_TYPES = {"payment.succeeded"}
+EVENTS_PAGE_LIMIT = 500
+
+
+def _errors(*codes: tuple[int, str]) -> dict[int, OpenApiResponse]:
+    return {status: OpenApiResponse(ErrorSerializer, description=text) for status, text in codes}
 
 
 class PaymentWebhookApi(APIView):
@@ -29,24 +47,38 @@ class PaymentWebhookApi(APIView):
 
     @extend_schema(
         operation_id="payment_webhook",
+        summary="Payment provider webhook",
+        description=(
+            "Signed by the provider: `Payment-Signature: t=<unix seconds>,v1=<hex>` where `<hex>` is "
+            "HMAC-SHA256 with the shared secret over `<t>.<raw body>`. Several `v1=` values may be sent "
+            "(secret rotation); `t` more than 300 s from now is rejected. Every duplicate of a payment "
+            "answers 200 with the same purchase. Unknown event types are recorded and acknowledged."
+        ),
         request=PaymentWebhookSerializer,
         parameters=[
             OpenApiParameter(
                 "Payment-Signature",
+                OpenApiTypes.STR,
                 location=OpenApiParameter.HEADER,
                 required=True,
-                description="t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'>; several v1= during rotation",
+                description="t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'>[,v1=<hex>...]",
             )
         ],
         responses={
             200: WebhookResultSerializer,
-            400: OpenApiResponse(description="invalid_signature or malformed body"),
-            422: OpenApiResponse(description="unknown student or course"),
+            **_errors(
+                (400, "invalid_signature, or malformed_body"),
+                (413, "body_too_large"),
+                (422, "unknown_student, unknown_course or unknown_payment"),
+            ),
         },
     )
     def post(self, request: Request) -> Response:
+        declared = request.META.get("CONTENT_LENGTH") or "0"
+        if not declared.isdigit() or int(declared) > MAX_WEBHOOK_BODY:
+            raise ApiError(code="body_too_large", message="Body exceeds 64 KiB.", status_code=413)
         body = request.body
-        if len(body) > MAX_WEBHOOK_BODY:
+        if len(body) > MAX_WEBHOOK_BODY:  # a chunked body declares no length
             raise ApiError(code="body_too_large", message="Body exceeds 64 KiB.", status_code=413)
         try:
             webhook.verify(
@@ -57,41 +89,79 @@ class PaymentWebhookApi(APIView):
             )
         except webhook.InvalidSignature as exc:
             raise ApiError(code="invalid_signature", message=str(exc)) from exc
+        raw = _json_object(body)
+        envelope = _validated(ProviderEventEnvelopeSerializer, raw)
+        data: dict[str, Any] = envelope["data"]
+        if envelope["type"] in services.HANDLED_PROVIDER_EVENTS:
+            data = _validated(PaymentDataSerializer, data, prefix="data")
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(code="malformed_body", message="Body is not valid JSON.") from exc
-        serializer = PaymentWebhookSerializer(data=payload)
-        if not isinstance(payload, dict) or not serializer.is_valid():
-            raise ApiError(
-                code="malformed_body",
-                message="Body does not match the webhook schema.",
-                details={"fields": serializer.errors if isinstance(payload, dict) else "expected an object"},
-            )
-        event = serializer.validated_data
-        if event["type"] not in SUPPORTED_TYPES:
-            # Acknowledge, so the provider does not retry an event we will never handle.
-            logger.info("ignoring webhook %s of type %s", event["id"], event["type"])
-            return Response({"ignored": True, "type": event["type"]})
-        data = event["data"]
-        try:
-            result = services.purchase_create(
-                payment_id=data["payment_id"],
-                student_id=data["student_id"],
-                course_id=data["course_id"],
-                amount=data["amount"],
-                currency=data["currency"],
-                actor="webhook",
-            )
+            result = services.provider_event_receive(event_id=envelope["id"], type=envelope["type"], data=data, raw=raw)
         except DomainError as exc:
             raise ApiError(code=exc.code, message=exc.message, status_code=422, details=exc.details) from exc
+        if result.purchase is None:
+            return Response({"ignored": True})
         return Response({"purchase_id": result.purchase.pk, "status": result.purchase.status})
 
 
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(code="malformed_body", message="Body is not valid JSON.") from exc
+    if not isinstance(parsed, dict):
+        raise ApiError(code="malformed_body", message="Body must be a JSON object.")
+    return parsed
+
+
+def _validated(serializer_class: type[Any], value: Any, *, prefix: str = "") -> dict[str, Any]:
+    serializer = serializer_class(data=value)
+    if not serializer.is_valid():
+        errors = {f"{prefix}.{k}" if prefix else k: v for k, v in serializer.errors.items()}
+        raise ApiError(code="malformed_body", message="Body does not match the webhook schema.", details=errors)
+    return dict(serializer.validated_data)
+
+
 class DashboardApi(APIView):
-    @extend_schema(operation_id="me_dashboard", responses={200: DashboardSerializer})
+    @extend_schema(
+        operation_id="me_dashboard",
+        summary="The student's purchases, trainers and sessions",
+        description="Served from a cache that only the relay invalidates; `seq` is the last event it reflects.",
+        responses={200: DashboardSerializer, **_errors((401, "not_authenticated"))},
+    )
     def get(self, request: Request) -> HttpResponse:
         body, from_cache = selectors.dashboard_json(student=request.user)
         response = HttpResponse(body, content_type="application/json")
         response["X-Cache"] = "hit" if from_cache else "miss"
         return response
+
+
+class EventsApi(APIView):
+    @extend_schema(
+        operation_id="me_events",
+        summary="The student's events after a cursor",
+        description=(
+            "Events in seq order, at most 500 per page; pass the returned `seq` as `after` for the next page."
+        ),
+        parameters=[OpenApiParameter("after", OpenApiTypes.INT, description="Return events with seq > after (0).")],
+        responses={200: EventsPageSerializer, **_errors((400, "invalid_request"), (401, "not_authenticated"))},
+    )
+    def get(self, request: Request) -> Response:
+        raw_after = request.query_params.get("after", "0")
+        if not raw_after.isdigit() or len(raw_after) > 18:
+            raise ApiError(
+                code="invalid_request", message="`after` must be a non-negative integer.", details={"after": raw_after}
+            )
+        after = int(raw_after)
+        assert request.user is not None and request.user.pk is not None
+        events = student_events_after(student_id=request.user.pk, after=after, limit=EVENTS_PAGE_LIMIT)
+        return Response({"events": [e.as_message() for e in events], "seq": events[-1].seq if events else after})
+
+
+class CoursesApi(APIView):
+    @extend_schema(
+        operation_id="courses_list",
+        summary="Courses on sale",
+        responses={200: CourseSerializer(many=True), **_errors((401, "not_authenticated"))},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(CourseSerializer(Course.objects.order_by("id"), many=True).data)

@@ -52,3 +52,25 @@ class Purchase(models.Model):
 
     def __str__(self) -> str:
         return f"Purchase {self.pk} ({self.status})"
+
+
+class ProviderEvent(models.Model):
+    """Every payment-provider event we accepted, once (the provider's event id is unique).
+
+    Recorded in the same transaction as its effect, so an event is either fully applied or not
+    recorded; unknown types are recorded as ignored, and answered 200 so the provider stops retrying.
+    """
+
+    class Outcome(models.TextChoices):
+        APPLIED = "applied"
+        IGNORED = "ignored"
+
+    provider_event_id = models.CharField(max_length=128, unique=True)
+    type = models.CharField(max_length=64)
+    payment_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    payload = models.JSONField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.provider_event_id} ({self.outcome})"

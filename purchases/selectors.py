@@ -15,11 +15,15 @@ DASHBOARD_VIEW = "dashboard"
 def dashboard_build(*, student: Any) -> tuple[int, dict[str, Any]]:
     """The dashboard from the database, with the student's seq it reflects.
 
-    Reads in one REPEATABLE READ snapshot so the seq and the rows agree exactly.
+    Reads in one REPEATABLE READ snapshot so the seq and the rows agree exactly. Inside a caller's
+    transaction it reads the seq first, so the rows are at least as new as the seq it reports (a view
+    is never labelled newer than it is, which is what the read cache's fill guard relies on).
     """
+    own_snapshot = not connection.in_atomic_block
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if own_snapshot:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         seq = student_last_seq(student_id=student.pk)
         purchases = (
             Purchase.objects.filter(student=student)

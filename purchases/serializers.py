@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from purchases.models import Course
+
 
 class PaymentDataSerializer(serializers.Serializer[dict[str, object]]):
     payment_id = serializers.CharField(max_length=128)
@@ -9,17 +11,57 @@ class PaymentDataSerializer(serializers.Serializer[dict[str, object]]):
     currency = serializers.RegexField(r"^[A-Za-z]{3}$")
 
 
-class PaymentWebhookSerializer(serializers.Serializer[dict[str, object]]):
+class ProviderEventEnvelopeSerializer(serializers.Serializer[dict[str, object]]):
+    """What every provider event has; `data` is checked per type (unknown types are only recorded)."""
+
     id = serializers.CharField(max_length=128)
     type = serializers.CharField(max_length=64)
     created = serializers.IntegerField(min_value=0, max_value=2**63 - 1)
     # The provider's field is called `data`, which shadows Serializer.data; we never read .data here.
+    data = serializers.DictField()  # type: ignore[assignment]
+
+
+class PaymentWebhookSerializer(ProviderEventEnvelopeSerializer):
+    """The documented body of `payment.succeeded` and `payment.refunded`."""
+
+    type = serializers.ChoiceField(choices=["payment.succeeded", "payment.refunded"])  # type: ignore[assignment]
     data = PaymentDataSerializer()  # type: ignore[assignment]
 
 
 class WebhookResultSerializer(serializers.Serializer[dict[str, object]]):
-    purchase_id = serializers.IntegerField()
-    status = serializers.CharField()
+    purchase_id = serializers.IntegerField(required=False)
+    status = serializers.CharField(required=False)
+    ignored = serializers.BooleanField(required=False, help_text="True for an event type we do not handle.")
+
+
+class ErrorDetailSerializer(serializers.Serializer[dict[str, object]]):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.DictField()
+
+
+class ErrorSerializer(serializers.Serializer[dict[str, object]]):
+    error = ErrorDetailSerializer()
+
+
+class EventSerializer(serializers.Serializer[dict[str, object]]):
+    id = serializers.UUIDField()
+    seq = serializers.IntegerField()
+    type = serializers.CharField()
+    occurred_at = serializers.DateTimeField()
+    # Named `data` on the wire, like the WebSocket messages.
+    data = serializers.DictField()  # type: ignore[assignment]
+
+
+class EventsPageSerializer(serializers.Serializer[dict[str, object]]):
+    events = EventSerializer(many=True)
+    seq = serializers.IntegerField(help_text="Seq of the last event in this page (or `after` if none).")
+
+
+class CourseSerializer(serializers.ModelSerializer[Course]):
+    class Meta:
+        model = Course
+        fields = ["id", "title", "sessions_count", "session_minutes", "price", "currency"]
 
 
 class NamedRefSerializer(serializers.Serializer[dict[str, object]]):

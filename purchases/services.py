@@ -3,6 +3,7 @@
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -11,13 +12,64 @@ from django.utils import timezone
 from outbox import services as outbox
 from outbox.services import Cause
 from purchases.errors import UnknownCourse, UnknownPayment, UnknownStudent
-from purchases.models import Course, Payment, Purchase
+from purchases.models import Course, Payment, ProviderEvent, Purchase
 
 
 @dataclass(frozen=True)
 class PurchaseResult:
     purchase: Purchase
     created: bool
+
+
+@dataclass(frozen=True)
+class ProviderEventResult:
+    purchase: Purchase | None
+    ignored: bool
+
+
+PAYMENT_SUCCEEDED = "payment.succeeded"
+PAYMENT_REFUNDED = "payment.refunded"
+HANDLED_PROVIDER_EVENTS = (PAYMENT_SUCCEEDED, PAYMENT_REFUNDED)
+
+
+def provider_event_receive(
+    *, event_id: str, type: str, data: dict[str, Any], raw: dict[str, Any]
+) -> ProviderEventResult:
+    """Apply one verified payment-provider event, exactly once.
+
+    `payment.succeeded` creates the purchase, `payment.refunded` refunds it; any other type is
+    recorded as ignored. Idempotent by provider event id, and by payment id across different events
+    of the same payment, also under concurrency (the unique indexes serialise the racers; no
+    deadlock, since every caller locks the payment before the event record). For handled types,
+    `data` must have been validated (payment_id, student_id, course_id, amount, currency).
+    """
+    with transaction.atomic():
+        seen = ProviderEvent.objects.filter(provider_event_id=event_id).first()
+        if seen is not None:
+            purchase = Purchase.objects.filter(payment__provider_payment_id=seen.payment_id).first()
+            return ProviderEventResult(purchase=purchase, ignored=seen.outcome == ProviderEvent.Outcome.IGNORED)
+        purchase = None
+        if type == PAYMENT_SUCCEEDED:
+            purchase = purchase_create(
+                payment_id=data["payment_id"],
+                student_id=data["student_id"],
+                course_id=data["course_id"],
+                amount=data["amount"],
+                currency=data["currency"],
+                actor="webhook",
+            ).purchase
+        elif type == PAYMENT_REFUNDED:
+            purchase = purchase_refund(payment_id=data["payment_id"], actor="webhook").purchase
+        ProviderEvent.objects.get_or_create(
+            provider_event_id=event_id,
+            defaults={
+                "type": type,
+                "payment_id": str(data.get("payment_id", ""))[:128] if isinstance(data, dict) else "",
+                "outcome": ProviderEvent.Outcome.APPLIED if purchase else ProviderEvent.Outcome.IGNORED,
+                "payload": raw,
+            },
+        )
+        return ProviderEventResult(purchase=purchase, ignored=purchase is None)
 
 
 def purchase_create(
