@@ -15,25 +15,22 @@ def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
 
     Emits `trainer.allocated`; a pending purchase with no trainer free is waitlisted instead
     (`allocation.waitlisted`); a waitlisted one stays so, with no new event. Idempotent: an active
-    or refunded purchase is left alone (returns its allocation, if any). Capacity can't be exceeded by
-    concurrent calls: the trainer is chosen under its row lock (`FOR UPDATE`, whose re-check after a
-    wait skips a trainer that just filled up), and a CHECK constraint backs it.
+    or refunded purchase is left alone (returns its allocation, if any).
+
+    Capacity can't be exceeded and concurrent allocations can't deadlock: the place is taken by a
+    conditional `UPDATE ... WHERE active_count < capacity` on one trainer row at a time (re-checked
+    under that row's lock), so a transaction never holds one trainer while waiting for another. A
+    CHECK constraint backs it.
     """
     with transaction.atomic():
         purchase = Purchase.objects.select_for_update().get(id=purchase_id)
         if purchase.status not in (Purchase.Status.PENDING, Purchase.Status.WAITLISTED):
             return Allocation.objects.filter(purchase=purchase, released_at__isnull=True).first()
-        trainer = (
-            Trainer.objects.select_for_update()
-            .filter(active_count__lt=F("capacity"))
-            .order_by("active_count", "id")
-            .first()
-        )
+        trainer = _take_a_place()
         if trainer is None:
             if purchase.status == Purchase.Status.PENDING:
                 _waitlist(purchase, cause)
             return None
-        Trainer.objects.filter(id=trainer.pk).update(active_count=F("active_count") + 1)
         allocation = Allocation.objects.create(purchase=purchase, trainer=trainer)
         purchase.status = Purchase.Status.ACTIVE
         purchase.save(update_fields=["status", "updated_at"])
@@ -51,6 +48,29 @@ def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
             cause=cause,
         )
         return allocation
+
+
+def _take_a_place() -> Trainer | None:
+    """Increment the least-loaded free trainer's count; None when every trainer is full.
+
+    Candidates come from a fresh snapshot each round; a lost race (the trainer filled up meanwhile)
+    moves on to the next one, and a round where every candidate was lost reads again, so a place that
+    exists is never missed.
+    """
+    while True:
+        candidates = list(
+            Trainer.objects.filter(active_count__lt=F("capacity"))
+            .order_by("active_count", "id")
+            .values_list("id", flat=True)
+        )
+        if not candidates:
+            return None
+        for trainer_id in candidates:
+            taken = Trainer.objects.filter(id=trainer_id, active_count__lt=F("capacity")).update(
+                active_count=F("active_count") + 1
+            )
+            if taken:
+                return Trainer.objects.get(id=trainer_id)
 
 
 def _waitlist(purchase: Purchase, cause: Cause) -> None:

@@ -78,12 +78,15 @@ if not DATABASE_URL or not REDIS_URL:
         "and sets them for you."
     )
 
-DATABASES = {
-    "default": dj_database_url.parse(
-        DATABASE_URL,
-        conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "0")),
-        conn_health_checks=True,
-    )
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_health_checks=True)}
+# A bounded connection pool per process: a burst of requests waits for a connection instead of
+# exhausting PostgreSQL's max_connections (and answering 5xx). Each web/relay/worker process holds
+# at most DB_POOL_MAX_SIZE connections.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    "min_size": int(os.environ.get("DB_POOL_MIN_SIZE", "1")),
+    "max_size": int(os.environ.get("DB_POOL_MAX_SIZE", "10")),
+    "timeout": float(os.environ.get("DB_POOL_TIMEOUT_SECONDS", "20")),
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

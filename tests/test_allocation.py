@@ -65,8 +65,8 @@ def test_capacity_is_never_exceeded_by_concurrent_allocations(make_student: Any,
     capacities = [3, 2, 2, 1]
     for i, cap in enumerate(capacities):
         Trainer.objects.create(name=f"T{i}", capacity=cap)
-    students = [make_student() for _ in range(6)]
-    purchases = [p for s in students for p in _purchases(s, course, 4)]  # 24 purchases, 8 places
+    students = [make_student() for _ in range(12)]
+    purchases = [p for s in students for p in _purchases(s, course, 4)]  # 48 purchases, 8 places
 
     def allocate(purchase: Purchase) -> bool:
         try:
@@ -74,7 +74,7 @@ def test_capacity_is_never_exceeded_by_concurrent_allocations(make_student: Any,
         finally:
             connection.close()
 
-    with ThreadPoolExecutor(max_workers=12) as pool:
+    with ThreadPoolExecutor(max_workers=16) as pool:
         results = list(pool.map(allocate, purchases))
 
     assert sum(results) == sum(capacities)
