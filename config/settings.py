@@ -78,16 +78,24 @@ if not DATABASE_URL or not REDIS_URL:
         "and sets them for you."
     )
 
+# conn_health_checks: with the pool, a connection killed by the server (restart,
+# pg_terminate_backend) is noticed at checkout and replaced instead of failing the next request.
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_health_checks=True)}
 # A bounded connection pool per process: a burst of requests waits for a connection instead of
 # exhausting PostgreSQL's max_connections (and answering 5xx). Each web/relay/worker process holds
 # at most DB_POOL_MAX_SIZE connections.
 DATABASES["default"]["CONN_MAX_AGE"] = 0
-DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-    "min_size": int(os.environ.get("DB_POOL_MIN_SIZE", "1")),
-    "max_size": int(os.environ.get("DB_POOL_MAX_SIZE", "10")),
-    "timeout": float(os.environ.get("DB_POOL_TIMEOUT_SECONDS", "20")),
-}
+DATABASES["default"].setdefault("OPTIONS", {}).update(
+    {
+        "pool": {
+            "min_size": int(os.environ.get("DB_POOL_MIN_SIZE", "1")),
+            "max_size": int(os.environ.get("DB_POOL_MAX_SIZE", "10")),
+            "timeout": float(os.environ.get("DB_POOL_TIMEOUT_SECONDS", "20")),
+        },
+        # Lets operators (and the chaos tests) tell the web, relay and worker connections apart.
+        "application_name": os.environ.get("DB_APPLICATION_NAME", "coursechain"),
+    }
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
@@ -105,6 +113,8 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker outlives any Redis outage: it keeps reconnecting instead of exiting after 100 tries.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
 CHANNEL_LAYERS = {
@@ -142,6 +152,12 @@ OUTBOX_MAX_ATTEMPTS = int(os.environ.get("OUTBOX_MAX_ATTEMPTS", "10"))
 OUTBOX_BACKOFF_BASE_SECONDS = float(os.environ.get("OUTBOX_BACKOFF_BASE_SECONDS", "1.0"))
 OUTBOX_BACKOFF_MAX_SECONDS = float(os.environ.get("OUTBOX_BACKOFF_MAX_SECONDS", "300"))
 
+# /metrics: set METRICS_TOKEN to require `Authorization: Bearer <token>`. Relays and workers write
+# their counters to PROMETHEUS_MULTIPROC_DIR (shared by the processes of one host; clear it on deploy).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+PROMETHEUS_MULTIPROC_DIR = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(BASE_DIR / ".data" / "prometheus"))
+Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -159,7 +175,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
     "DESCRIPTION": "Course purchases: payment webhook, the student's dashboard and event feed. "
-    "Every error is {\"error\": {\"code\", \"message\", \"details\"}}.",
+    'Every error is {"error": {"code", "message", "details"}}.',
 }
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
@@ -173,8 +189,13 @@ STATIC_ROOT = BASE_DIR / ".data" / "static"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "config.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": os.environ.get("LOG_FORMAT", "plain")},
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -2,12 +2,16 @@ from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from outbox.health import healthz_view
+from outbox.metrics import metrics_view
 from purchases.api import CoursesApi, DashboardApi, EventsApi, PaymentWebhookApi
 
 handler404 = "config.errors.json_404"
 handler500 = "config.errors.json_500"
 
 urlpatterns = [
+    path("healthz", healthz_view, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/payments/webhook", PaymentWebhookApi.as_view(), name="payment-webhook"),
     path("api/v1/me/dashboard", DashboardApi.as_view(), name="me-dashboard"),

@@ -122,3 +122,15 @@ class InboxEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.handler} applied {self.event_id}"
+
+
+class RelayHeartbeat(models.Model):
+    """Each running relay's proof of life and its running total, for /healthz, /metrics and status."""
+
+    relay_id = models.CharField(max_length=128, primary_key=True)
+    started_at = models.DateTimeField()
+    beat_at = models.DateTimeField()
+    claimed_total = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.relay_id} (last beat {self.beat_at:%H:%M:%S})"

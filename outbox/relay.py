@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -20,15 +21,18 @@ import psycopg
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.utils import timezone
 
-from outbox import deliveries, readcache
+from outbox import deliveries, metrics, readcache
 from outbox.deliveries import Claimed
-from outbox.models import OutboxEvent
+from outbox.models import OutboxEvent, RelayHeartbeat
 from outbox.services import NOTIFY_CHANNEL, REALTIME_SINK
 from outbox.tasks import run_handler_batch
 from realtime.groups import PUSH_MESSAGE_TYPE, student_group
 
 logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 2.0
 
 
 class Relay:
@@ -68,8 +72,10 @@ class Relay:
         except Exception as exc:  # Redis down or slow: retry later, never lose the delivery
             logger.warning("realtime delivery failed for %d events: %s", len(ids), exc)
             deliveries.settle_failed(ids, error=f"realtime: {exc!r}", may_dead_letter=False)
+            metrics.RELAY_FAILURES.labels(REALTIME_SINK).inc(len(ids))
             return
         deliveries.settle_done(ids)
+        metrics.RELAY_DELIVERIES.labels(REALTIME_SINK).inc(len(ids))
 
     async def _push(self, by_student: dict[int, list[dict[str, object]]]) -> None:
         layer = get_channel_layer()
@@ -91,6 +97,9 @@ class Relay:
             except Exception as exc:  # broker down: back off, the lease keeps them ours meanwhile
                 logger.warning("could not enqueue %d deliveries for %s: %s", len(ids), sink, exc)
                 deliveries.settle_failed(ids, error=f"enqueue: {exc!r}", may_dead_letter=False)
+                metrics.RELAY_FAILURES.labels(sink).inc(len(ids))
+                continue
+            metrics.RELAY_DELIVERIES.labels(sink).inc(len(ids))
         # Handler deliveries stay in flight: the worker settles them when the handler has run.
 
     # -- loops -----------------------------------------------------------------------------------
@@ -108,12 +117,27 @@ class Relay:
     def run_forever(self) -> None:
         """Drain, then sleep until NOTIFY (or the poll interval, for retries and lost notifies)."""
         logger.info("relay %s started", self.relay_id)
+        started_at = timezone.now()
+        claimed_total = 0
+        next_beat = 0.0
         while not self.stopping.is_set():
             try:
-                self.drain()
+                claimed_total += self.drain()
+                if time.monotonic() >= next_beat:
+                    RelayHeartbeat.objects.update_or_create(
+                        relay_id=self.relay_id,
+                        defaults={"started_at": started_at, "beat_at": timezone.now(), "claimed_total": claimed_total},
+                    )
+                    next_beat = time.monotonic() + HEARTBEAT_SECONDS
                 self._wait_for_notify()
             except (OperationalError, InterfaceError, psycopg.Error) as exc:
                 logger.warning("relay lost its database connection, reconnecting: %s", exc)
+                self._reset_connections()
+                self.stopping.wait(min(self.poll_seconds, 1.0))
+            except Exception:
+                # Whatever went wrong, the claimed deliveries' leases will expire and be retried; a relay
+                # that keeps running is better than one that needs a human to restart it.
+                logger.exception("relay %s: unexpected error; continuing", self.relay_id)
                 self._reset_connections()
                 self.stopping.wait(min(self.poll_seconds, 1.0))
         self._reset_connections()
@@ -145,4 +169,6 @@ def _conninfo() -> dict[str, Any]:
     for key, name in (("PASSWORD", "password"), ("HOST", "host"), ("PORT", "port")):
         if db.get(key):
             params[name] = db[key]
+    if db.get("OPTIONS", {}).get("application_name"):
+        params["application_name"] = db["OPTIONS"]["application_name"]
     return params

@@ -7,12 +7,13 @@ the batch are handed back unattempted, so one student's order is kept and other 
 """
 
 import logging
+import time
 import traceback
 
 from django.db import connection, transaction
 from django.db.models.functions import Now
 
-from outbox import deliveries, registry
+from outbox import deliveries, metrics, registry
 from outbox.models import Delivery
 
 logger = logging.getLogger(__name__)
@@ -26,20 +27,29 @@ def run_handler_batch(*, sink: str, delivery_ids: list[int]) -> None:
     handler = registry.get(sink)
     blocked: set[int] = set()
     for delivery_id in delivery_ids:
-        student_id = Delivery.objects.filter(id=delivery_id, sink=sink).values_list("student_id", flat=True).first()
-        if student_id is None:
+        found = (
+            Delivery.objects.filter(id=delivery_id, sink=sink)
+            .values_list("student_id", "event_id", "event__correlation_id")
+            .first()
+        )
+        if found is None:
             continue
+        student_id, event_id, correlation_id = found
+        context = {"delivery_id": delivery_id, "sink": sink, "event_id": event_id, "correlation_id": correlation_id}
         if student_id in blocked:
             deliveries.release([delivery_id])
             continue
+        started = time.perf_counter()
         try:
             _run_one(handler=handler, delivery_id=delivery_id)
+            metrics.HANDLER_SECONDS.labels(sink).observe(time.perf_counter() - started)
         except _NotNext:
             blocked.add(student_id)
             deliveries.release([delivery_id])
         except Exception as exc:
             blocked.add(student_id)
-            logger.exception("handler %s failed on delivery %s", sink, delivery_id)
+            metrics.HANDLER_FAILURES.labels(sink).inc()
+            logger.exception("handler %s failed on delivery %s", sink, delivery_id, extra=context)
             deliveries.settle_failed(
                 [delivery_id], error="".join(traceback.format_exception_only(exc)).strip(), may_dead_letter=True
             )

@@ -1,0 +1,66 @@
+"""/healthz and /metrics."""
+
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from config.celery import app as celery_app
+from outbox.models import Delivery, RelayHeartbeat
+from outbox.relay import Relay
+from purchases.models import Course
+from purchases.services import purchase_create
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def eager_celery() -> Iterator[None]:
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+def test_healthz_needs_a_live_relay(client: Client) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["relay"]["ok"] is False
+    assert response.json()["checks"]["database"]["ok"] is True and response.json()["checks"]["redis"]["ok"] is True
+    now = timezone.now()
+    RelayHeartbeat.objects.create(relay_id="r1", started_at=now, beat_at=now - timedelta(minutes=5))
+    assert client.get("/healthz").status_code == 503  # a stale beat is a dead relay
+    RelayHeartbeat.objects.create(relay_id="r2", started_at=now, beat_at=now)
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json()["status"] == "ok"
+
+
+def test_metrics_report_lag_backlog_and_handler_timings(client: Client, student: Any, course: Course) -> None:
+    purchase_create(
+        payment_id="pay_1", student_id=student.pk, course_id=course.pk, amount=Decimal("1"), currency="EUR", actor="t"
+    )
+    Delivery.objects.update(available_at=timezone.now() - timedelta(seconds=42))
+    text = client.get("/metrics").content.decode()
+    lag = next(line for line in text.splitlines() if line.startswith('outbox_lag_seconds{sink="realtime"}'))
+    assert float(lag.split()[-1]) >= 42
+    assert 'outbox_deliveries{sink="realtime",state="due"} 1.0' in text
+    handled = 'outbox_handler_duration_seconds_count{handler="allocation.allocate_trainer"}'
+    pushed = 'outbox_relay_deliveries_total{sink="realtime"}'
+    before = metric_values(text)
+    Relay().drain()
+    after = metric_values(client.get("/metrics").content.decode())
+    assert after['outbox_lag_seconds{sink="realtime"}'] == 0.0
+    # Counters are shared by every process of the host (and earlier runs): compare deltas.
+    assert after[handled] - before.get(handled, 0.0) == 1.0
+    assert after[pushed] - before.get(pushed, 0.0) == 2.0  # purchase.created, allocation.waitlisted
+
+
+def metric_values(text: str) -> dict[str, float]:
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
