@@ -1,0 +1,75 @@
+"""Trainers and allocations in the admin.
+
+Trainers are reference data: name and capacity are editable, `active_count` is not (the allocation
+service keeps it under the trainer's row lock). Allocations change only through the services: read-only
+here, and the "allocate waitlisted purchases" action calls `waitlist_promote`.
+"""
+
+import uuid
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from allocation.models import Allocation, Trainer
+from allocation.services import waitlist_promote
+from outbox.admin import ReadOnlyModelAdmin
+from outbox.services import Cause
+
+
+class TrainerForm(forms.ModelForm):
+    class Meta:
+        model = Trainer
+        fields = ("name", "capacity")
+
+    def clean_capacity(self) -> int:
+        capacity = int(self.cleaned_data["capacity"])
+        if self.instance.pk is not None:
+            # Fresh from the database: the count on the form's instance may be stale already.
+            active = Trainer.objects.filter(pk=self.instance.pk).values_list("active_count", flat=True).first() or 0
+            if capacity < active:
+                raise forms.ValidationError(
+                    f"This trainer has {active} active purchases; capacity can't go below that "
+                    f"(refund or let purchases end first)."
+                )
+        return capacity
+
+
+@admin.register(Trainer)
+class TrainerAdmin(admin.ModelAdmin):
+    form = TrainerForm
+    list_display = ("id", "name", "capacity", "active_count")
+    readonly_fields = ("active_count",)
+    search_fields = ("name",)
+    actions = ("promote_waitlist",)
+
+    def save_model(self, request: HttpRequest, obj: Trainer, form: Any, change: bool) -> None:
+        """Write only name and capacity: a full save would put back the `active_count` read when
+        the form loaded, undoing any allocation made meanwhile."""
+        if change:
+            obj.save(update_fields=["name", "capacity"])
+        else:
+            obj.save()
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.has_perm("purchases.change_purchase"))
+
+    @admin.action(description="Allocate waitlisted purchases to free capacity (oldest first)", permissions=["operate"])
+    def promote_waitlist(self, request: HttpRequest, queryset: QuerySet[Trainer]) -> None:
+        # Each allocation joins its own payment's chain; this id only names the admin's request.
+        cause = Cause(
+            actor=f"admin:{request.user.get_username()}", correlation_id=f"admin-promote:{uuid.uuid4().hex[:12]}"
+        )
+        allocated = waitlist_promote(cause=cause)
+        self.message_user(request, f"Allocated {len(allocated)} waitlisted purchase(s).")
+
+
+@admin.register(Allocation)
+class AllocationAdmin(ReadOnlyModelAdmin):
+    list_display = ("id", "purchase", "trainer", "allocated_at", "released_at")
+    list_select_related = ("purchase", "trainer")
+    list_filter = ("trainer",)
+    search_fields = ("=purchase__payment__provider_payment_id",)
+    ordering = ("-id",)

@@ -1,0 +1,173 @@
+"""`manage.py outbox status | retry | purge`: lag and backlog per sink, requeue, retention.
+
+Thin: `outbox.operations` does the work (the admin's retry action uses the same function).
+"""
+
+import json
+import re
+import time
+from argparse import ArgumentTypeError
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
+
+from outbox import operations
+from outbox.trace import duration
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `30m`, `12h`, `7d`, `2w`; a bare number is days."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ArgumentTypeError(f"invalid duration {text!r}: use e.g. 30m, 12h, 7d, 2w")
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def positive_int(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else 0
+    if value <= 0:
+        raise ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+class ProgressBar:
+    """Plain-text progress on stderr: redrawn in place on a terminal, a line a second otherwise."""
+
+    def __init__(self, label: str, *, stream: OutputWrapper, approximate: bool = False) -> None:
+        self.label = label
+        self.approximate = approximate
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._last_line = 0.0
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if not self.tty and now - self._last_line < 1.0:
+            return
+        self._last_line = now
+        self._draw(done, total, end="\r" if self.tty else "\n")
+
+    def finish(self, done: int, total: int | None) -> None:
+        self.approximate = False
+        self._draw(done, total, end="\n")
+
+    def _draw(self, done: int, total: int | None, *, end: str) -> None:
+        if total:
+            share = min(done / total, 1.0)
+            bar = "#" * int(share * 30)
+            text = f"{self.label} [{bar:<30}] {done:,}/{'~' if self.approximate else ''}{total:,} ({share:.0%})"
+        else:
+            text = f"{self.label} {done:,}"
+        self.stream.write(text + end, ending="")
+        self.stream.flush()
+
+
+class Command(BaseCommand):
+    help = "Outbox operations: `status` (lag, due, in-flight, dead per sink), `retry` (requeue), `purge` (retention)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True, metavar="status|retry|purge")
+        status = actions.add_parser("status", help="Lag and open deliveries per sink.")
+        status.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+
+        retry = actions.add_parser("retry", help="Requeue dead (and optionally failing) deliveries.")
+        retry.add_argument("--id", dest="ids", type=positive_int, action="append", help="Delivery id (repeatable).")
+        retry.add_argument("--sink", help="Only this sink, e.g. realtime or sessions.generate.")
+        retry.add_argument("--student", type=positive_int, help="Only this student's deliveries.")
+        retry.add_argument(
+            "--failing",
+            action="store_true",
+            help="Also requeue pending deliveries that are backing off after a failure.",
+        )
+        retry.add_argument("--batch-size", type=positive_int, default=500)
+
+        purge = actions.add_parser("purge", help="Delete delivered events older than --older-than.")
+        purge.add_argument(
+            "--older-than", type=parse_duration, default=timedelta(days=7), help="e.g. 12h, 7d, 2w (default 7d)."
+        )
+        purge.add_argument("--batch-size", type=positive_int, default=1000)
+        purge.add_argument("--dry-run", action="store_true", help="Count what would be deleted; delete nothing.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        action = options["action"]
+        if action == "status":
+            self._status(as_json=options["json"])
+        elif action == "retry":
+            self._retry(options)
+        else:
+            self._purge(options)
+
+    def _status(self, *, as_json: bool) -> None:
+        rows = operations.outbox_status()
+        if as_json:
+            data = [
+                {
+                    "sink": r.sink,
+                    "lag_seconds": round(r.lag.total_seconds(), 3),
+                    "due": r.due,
+                    "scheduled": r.scheduled,
+                    "in_flight": r.in_flight,
+                    "dead": r.dead,
+                    "failing": r.failing,
+                }
+                for r in rows
+            ]
+            self.stdout.write(json.dumps({"sinks": data}))
+            return
+        header = f"{'sink':32} {'lag':>9} {'due':>7} {'scheduled':>9} {'in flight':>9} {'failing':>7} {'dead':>6}"
+        self.stdout.write(header)
+        for r in rows:
+            counts = f"{r.due:>7} {r.scheduled:>9} {r.in_flight:>9} {r.failing:>7} {r.dead:>6}"
+            self.stdout.write(f"{r.sink:32} {duration(r.lag):>9} {counts}")
+        dead = sum(r.dead for r in rows)
+        if dead:
+            self.stdout.write(
+                f"{dead} dead-lettered: see `manage.py trace <payment_id>`, then `manage.py outbox retry`."
+            )
+
+    def _retry(self, options: dict[str, Any]) -> None:
+        sink, student = options["sink"], options["student"]
+        if sink is not None and sink not in operations.known_sinks():
+            raise CommandError(f"unknown sink {sink!r}; known: {', '.join(sorted(operations.known_sinks()))}")
+        if student is not None and not get_user_model().objects.filter(id=student).exists():
+            raise CommandError(f"unknown student {student}")
+        progress = ProgressBar("requeue", stream=self.stderr)
+        try:
+            result = operations.deliveries_retry(
+                ids=options["ids"],
+                sink=sink,
+                student_id=student,
+                include_failing=options["failing"],
+                batch_size=options["batch_size"],
+                on_progress=progress,
+            )
+        except operations.UnknownDeliveries as exc:
+            raise CommandError(f"{exc}; nothing was requeued") from exc
+        if result.requeued:
+            progress.finish(result.requeued, result.requeued)
+        if result.skipped_ids:
+            self.stderr.write(
+                f"not requeued (done or in flight, nothing to retry): {', '.join(map(str, result.skipped_ids))}"
+            )
+        self.stdout.write(f"requeued {result.requeued} deliveries; a running relay picks them up now")
+
+    def _purge(self, options: dict[str, Any]) -> None:
+        progress = ProgressBar("purge: scanned", stream=self.stderr, approximate=True)
+        result = operations.events_purge(
+            older_than=options["older_than"],
+            batch_size=options["batch_size"],
+            dry_run=options["dry_run"],
+            on_progress=progress,
+        )
+        if result.scanned:
+            progress.finish(result.scanned, result.scanned)
+        verb = "would delete" if options["dry_run"] else "deleted"
+        self.stdout.write(
+            f"{verb} {result.events} delivered events older than {duration(options['older_than'])} "
+            f"(of {result.scanned} scanned; {result.deliveries} deliveries, {result.inbox_entries} inbox entries)"
+        )

@@ -1,0 +1,198 @@
+"""`manage.py trace <payment_id>`: the chain, each delivery's state, and a verdict that says why the app
+did or did not update: healthy, a failing handler, a dead letter, no relay, a live lease, a blocked stream."""
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from decimal import Decimal
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+from django.utils import timezone
+
+from allocation.models import Trainer
+from config.celery import app as celery_app
+from outbox import deliveries
+from outbox.models import Delivery
+from outbox.relay import Relay
+from outbox.trace import payment_trace
+from purchases.models import Course
+from purchases.services import purchase_create
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def eager_celery() -> Iterator[None]:
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+def buy(student: Any, course: Course, payment_id: str) -> None:
+    purchase_create(
+        payment_id=payment_id,
+        student_id=student.pk,
+        course_id=course.pk,
+        amount=Decimal("1"),
+        currency="EUR",
+        actor="command:fix_purchase",
+    )
+
+
+def trace(payment_id: str) -> str:
+    out = StringIO()
+    call_command("trace", payment_id, stdout=out)
+    return out.getvalue()
+
+
+def verdict(payment_id: str) -> str:
+    (line,) = [line for line in trace(payment_id).splitlines() if line.startswith("Verdict: ")]
+    return line
+
+
+@pytest.fixture
+def failing_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sessions_app import services
+
+    def generate(**kwargs: Any) -> None:
+        raise RuntimeError("calendar service unavailable")
+
+    monkeypatch.setattr(services, "sessions_generate", generate)
+
+
+def test_a_healthy_chain(student: Any, course: Course, trainer: Trainer) -> None:
+    buy(student, course, "pay_ok")
+    Relay().drain()
+    text = trace("pay_ok")
+    assert text.startswith("Payment pay_ok: 3 event(s)")
+    for expected in (
+        "#1 purchase.created",
+        "actor command:fix_purchase  caused by -",
+        "#2 trainer.allocated",
+        "actor handler:allocation.allocate_trainer  caused by #1 purchase.created",
+        "#3 sessions.generated",
+        "caused by #2 trainer.allocated",
+        "-> realtime, attempts 1",
+        "-> allocation.allocate_trainer, attempts 1",
+        "-> sessions.generate, attempts 1",
+    ):
+        assert expected in text, expected
+    assert text.count("[done     ]") == 5
+    assert verdict("pay_ok") == (
+        "Verdict: OK: Everything delivered: the student's cached views were invalidated and their app was pushed "
+        "all 3 event(s), up to #3 sessions.generated; the purchase is active, its trainer allocated and its "
+        "sessions scheduled."
+    )
+
+
+def test_a_chain_stuck_on_a_failing_handler(
+    student: Any, course: Course, trainer: Trainer, failing_sessions: None
+) -> None:
+    buy(student, course, "pay_failing")
+    with override_settings(OUTBOX_BACKOFF_BASE_SECONDS=20, OUTBOX_BACKOFF_MAX_SECONDS=20):
+        Relay().drain()
+    line = verdict("pay_failing")
+    assert line.startswith(
+        "Verdict: STUCK: #2 trainer.allocated -> sessions.generate failed once: "
+        "RuntimeError: calendar service unavailable; next retry in "
+    )
+    seconds = float(line.rsplit(" ", 1)[1].rstrip("s"))
+    assert 9 <= seconds <= 20  # backoff 20 s with jitter, minus the time spent
+    assert "[pending  ]" in trace("pay_failing")
+
+
+def test_a_dead_letter_names_the_retry_command_which_fixes_it(
+    student: Any, course: Course, trainer: Trainer, monkeypatch: pytest.MonkeyPatch, failing_sessions: None
+) -> None:
+    buy(student, course, "pay_dead")
+    with override_settings(OUTBOX_MAX_ATTEMPTS=3, OUTBOX_BACKOFF_BASE_SECONDS=0, OUTBOX_BACKOFF_MAX_SECONDS=0):
+        relay = Relay()
+        for _ in range(4):
+            relay.drain()
+    dead = Delivery.objects.get(sink="sessions.generate")
+    assert dead.status == "dead"
+    assert verdict("pay_dead") == (
+        "Verdict: STUCK: #2 trainer.allocated -> dead-lettered: sessions.generate failed 3 times: "
+        "RuntimeError: calendar service unavailable. Fix the cause, then run "
+        f"`manage.py outbox retry --id {dead.pk}`"
+    )
+    monkeypatch.undo()  # the cause is fixed
+    call_command("outbox", "retry", "--id", str(dead.pk), stdout=StringIO(), stderr=StringIO())
+    Relay().drain()
+    assert verdict("pay_dead").startswith("Verdict: OK: Everything delivered")
+
+
+def test_a_chain_whose_relay_is_not_running(student: Any, course: Course) -> None:
+    buy(student, course, "pay_norelay")  # emitted, nothing claimed
+    fresh = verdict("pay_norelay")
+    assert fresh.startswith("Verdict: IN PROGRESS: #1 purchase.created -> realtime (cache invalidation + push")
+    assert "no relay has claimed anything since it was emitted" in fresh
+
+    Delivery.objects.update(available_at=timezone.now() - timedelta(seconds=40))
+    text = trace("pay_norelay")
+    assert text.count("[pending  ]") == 2
+    assert text.splitlines()[-1] == (
+        "Verdict: STUCK: #1 purchase.created -> realtime (cache invalidation + push to the app): pending for 40s "
+        "and no relay has claimed anything since it was emitted: is `manage.py run_relay` running?"
+    )
+
+
+def test_a_delivery_in_flight_shows_its_relay_and_lease(student: Any, course: Course) -> None:
+    buy(student, course, "pay_flight")
+    deliveries.claim(relay_id="relay-7:123", limit=10)  # claimed, not settled yet
+    line = verdict("pay_flight")
+    assert line.startswith(
+        "Verdict: IN PROGRESS: #1 purchase.created -> realtime (cache invalidation + push to the app): "
+        "in flight on relay relay-7:123, lease expires in "
+    )
+
+    Delivery.objects.update(available_at=timezone.now() - timedelta(seconds=90))  # the relay died
+    expired = verdict("pay_flight")
+    assert expired.startswith("Verdict: STUCK:")
+    assert "but its lease expired 1m 30s ago (the relay or worker died mid-delivery?)" in expired
+
+
+def test_a_chain_waiting_behind_another_payment_of_the_same_student(
+    student: Any, course: Course, trainer: Trainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from allocation import services
+
+    real = services.trainer_allocate
+
+    def allocate(*, purchase_id: int, cause: Any) -> Any:
+        if cause.correlation_id == "pay_poison":
+            raise RuntimeError("boom")
+        return real(purchase_id=purchase_id, cause=cause)
+
+    monkeypatch.setattr(services, "trainer_allocate", allocate)
+    buy(student, course, "pay_poison")
+    buy(student, course, "pay_behind")
+    with override_settings(OUTBOX_MAX_ATTEMPTS=2, OUTBOX_BACKOFF_BASE_SECONDS=0, OUTBOX_BACKOFF_MAX_SECONDS=0):
+        relay = Relay()
+        for _ in range(4):
+            relay.drain()
+    poison = Delivery.objects.get(sink="allocation.allocate_trainer", event__correlation_id="pay_poison")
+    assert verdict("pay_behind") == (
+        "Verdict: STUCK: #2 purchase.created -> allocation.allocate_trainer: waiting behind this student's "
+        "#1 purchase.created, payment pay_poison (per-student order), which is: dead-lettered: "
+        "allocation.allocate_trainer failed 2 times: RuntimeError: boom. Fix the cause, then run "
+        f"`manage.py outbox retry --id {poison.pk}`"
+    )
+
+
+def test_json_output_and_unknown_payments(student: Any, course: Course, trainer: Trainer) -> None:
+    buy(student, course, "pay_json")
+    Relay().drain()
+    out = StringIO()
+    call_command("trace", "pay_json", "--json", stdout=out)
+    data = json.loads(out.getvalue())
+    assert data["verdict"]["state"] == "delivered"
+    assert [e["type"] for e in data["events"]] == ["purchase.created", "trainer.allocated", "sessions.generated"]
+    assert {d["status"] for e in data["events"] for d in e["deliveries"]} == {"done"}
+    with pytest.raises(CommandError, match="no events for payment 'pay_nope': unknown payment id"):
+        trace("pay_nope")
+    assert payment_trace(payment_id="pay_nope") is None
