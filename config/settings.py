@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "allocation",
     "sessions_app",
     "realtime",
+    "student_page",
 ]
 
 MIDDLEWARE = [
@@ -117,20 +118,38 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
+# The channel layer carries the relay's pushes to the WebSocket consumers (realtime/README.md, "Slow
+# and dead clients"). It is a best-effort pipe: the outbox is the record, and a consumer repairs any
+# gap from the database (every event has a seq), so these bounds may drop messages but never lose an
+# event. channels-redis keys all sockets of one server process by one Redis list, and buffers per
+# socket in that process.
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
             "hosts": [{"address": REDIS_URL}],
             "prefix": "cc:chan",
-            # A client that stops reading fills its channel up to `capacity`; further messages to it
-            # are dropped (the client resumes with ?after=<seq>), never blocking the relay.
-            "capacity": 500,
-            "expiry": 60,
-            "group_expiry": 86400,
+            # Messages waiting per channel key. group_send skips a full key (it never blocks or raises,
+            # so a slow consumer cannot stall the relay), and a socket's in-process buffer drops its
+            # oldest beyond this. The Redis key is shared by every socket of a server process, so it must
+            # absorb a burst of relay batches (OUTBOX_BATCH_SIZE=500 students per batch, a few relays);
+            # a socket that stops reading is dropped after REALTIME_SEND_TIMEOUT_SECONDS, so its buffer
+            # rarely fills. A dropped push is repaired from the database on the next push or ping.
+            "capacity": int(os.environ.get("CHANNEL_LAYER_CAPACITY", "1000")),
+            # Seconds a message may wait in Redis. A healthy server drains in milliseconds; a message
+            # this old belongs to a server process that died or hangs, whose clients reconnect and
+            # replay with ?after=. Short, so a dead process's key stops holding memory soon.
+            "expiry": int(os.environ.get("CHANNEL_LAYER_EXPIRY_SECONDS", "30")),
+            # Group members are forgotten after this; live consumers re-join every quarter of it, so
+            # only channels of crashed server processes (which never left) age out, within the hour.
+            "group_expiry": int(os.environ.get("CHANNEL_LAYER_GROUP_EXPIRY_SECONDS", "3600")),
         },
     }
 }
+# A WebSocket send blocked this long (the client's TCP window and our buffers are full) drops the
+# client, which reconnects with ?after=<last seq>. Generous for slow mobile links: the server buffers
+# ~64 KiB plus the kernel's socket buffer before a send blocks at all.
+REALTIME_SEND_TIMEOUT_SECONDS = float(os.environ.get("REALTIME_SEND_TIMEOUT_SECONDS", "10"))
 
 # Read models (the dashboard) live in Redis; the TTL is a safety net, the relay invalidates.
 READ_CACHE_URL = REDIS_URL

@@ -5,11 +5,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from outbox.health import healthz_view
 from outbox.metrics import metrics_view
 from purchases.api import CoursesApi, DashboardApi, EventsApi, PaymentWebhookApi
+from student_page.views import student_page
 
 handler404 = "config.errors.json_404"
 handler500 = "config.errors.json_500"
 
 urlpatterns = [
+    path("", student_page, name="student-page"),
     path("healthz", healthz_view, name="healthz"),
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
