@@ -173,8 +173,8 @@ class Processes:
             **env,
         )
 
-    def server(self, name: str = "web", **env: str) -> str:
-        port = free_port()
+    def server(self, name: str = "web", port: int | None = None, **env: str) -> str:
+        port = port or free_port()
         self.start(
             name,
             [
