@@ -121,13 +121,17 @@ CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # The channel layer carries the relay's pushes to the WebSocket consumers (realtime/README.md, "Slow
 # and dead clients"). It is a best-effort pipe: the outbox is the record, and a consumer repairs any
 # gap from the database (every event has a seq), so these bounds may drop messages but never lose an
-# event. channels-redis keys all sockets of one server process by one Redis list, and buffers per
-# socket in that process.
+# event. channels-redis keeps one Redis key for all sockets of a server process, and a buffer per
+# socket inside that process.
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [{"address": REDIS_URL}],
+            # socket_timeout: every consumer idles in a 5 s blocking read (BZPOPMIN, channels-redis'
+            # brpop_timeout); redis-py 8's default 5 s socket timeout cuts it and kills each idle
+            # socket with 1011 (django/channels_redis#422). Longer than the read, still finite, so a
+            # dead Redis connection is noticed.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 10}],
             "prefix": "cc:chan",
             # Messages waiting per channel key. group_send skips a full key (it never blocks or raises,
             # so a slow consumer cannot stall the relay), and a socket's in-process buffer drops its

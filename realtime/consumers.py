@@ -1,85 +1,325 @@
-"""The student's event stream: `/ws/events/?token=<key>[&after=<seq>]`.
+"""The student's event stream: `ws://<host>/ws/events/?token=<key>[&after=<seq>]`.
 
-Joins the student's group first, then replays stored events after the cursor, then forwards live
-pushes, dropping any whose seq was already sent: no gap and no duplicate at the seam.
+Contract (see realtime/README.md):
+
+- Authentication: `?token=<key>` or `Authorization: Token <key>`. Without a valid token the socket is
+  accepted and immediately closed with 4401; no message is sent before the close.
+- `after`: a decimal integer 0 <= after <= the student's last seq. Anything else (not a number,
+  negative, repeated, empty, or ahead of the stream) closes with 4400 and a reason. If events after
+  the cursor have been purged from the outbox, the socket closes with 4410: refetch the dashboard and
+  reconnect with its `seq`.
+- Messages: every event as `{"id", "seq", "type", "occurred_at", "data"}`; a client's `{"type": "ping"}`
+  is answered with `{"type": "pong"}`. Nothing else is sent.
+
+Guarantees, for one connection:
+
+- Only the authenticated student's events (their group is derived from the token, never from input).
+- Strictly increasing seq, each event at most once. With `after`, every event after the cursor is
+  sent, without a gap: the consumer joins the student's group *before* it reads the database, and
+  drops live pushes whose seq it has already sent. Without `after`, the stream starts at the end of
+  the student's delivered events (nothing is replayed).
+- Read your event: an event is sent from the database only once the relay has delivered it (cache
+  invalidated), and live pushes come from the relay after the invalidation; so a refetch on any
+  message reflects that message.
+- Self-healing: a live push that skips seqs (the channel layer dropped messages for this consumer,
+  see `capacity` in settings) is preceded by the missing events read from the database; a `ping`
+  also catches up first, covering a dropped last message.
+- A client that stops reading is dropped after REALTIME_SEND_TIMEOUT_SECONDS of blocked sending: the
+  consumer leaves the group and ends, so it holds no buffer and never slows the relay or other sockets.
+  The client reconnects with `after=<last seq it received>`.
 """
 
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 
-from outbox.selectors import student_events_after
+from realtime import selectors
 from realtime.auth import student_id_for_token, token_from_scope
-from realtime.groups import student_group
+from realtime.groups import PUSH_MESSAGE_TYPE, student_group
 
+logger = logging.getLogger(__name__)
+
+BAD_REQUEST = 4400
 UNAUTHORIZED = 4401
+GONE = 4410
+INTERNAL_ERROR = 1011
+
 REPLAY_PAGE = 500
+# A message the consumer sends itself, through the channel layer, so that work started by a background
+# task (the seam watcher) runs in the consumer's one dispatch loop, serialised with live pushes.
+CATCH_UP_MESSAGE_TYPE = "realtime.catch_up"
+_CURSOR = re.compile(r"[0-9]{1,19}")
+_MAX_SEQ = 2**63 - 1
+
+
+class BadCursor(ValueError):
+    """The `after` query parameter is not a usable cursor."""
+
+
+@dataclass
+class StreamStats:
+    """What one connection sent, by source; logged when it closes (and read by the tests)."""
+
+    replayed: int = 0
+    repaired: int = 0
+    live: int = 0
+    duplicates: int = 0
+
+
+def parse_after(scope: dict[str, Any]) -> int | None:
+    """The `after` cursor, or None when absent. Raises `BadCursor` for anything but one decimal integer.
+
+    A malformed cursor is an error rather than 0 or "live only": silently replaying everything, or
+    nothing, would hide a client bug and, for "nothing", lose events.
+    """
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True).get("after")
+    if values is None:
+        return None
+    if len(values) != 1:
+        raise BadCursor("after must be given once")
+    value = values[0]
+    if not _CURSOR.fullmatch(value) or int(value) > _MAX_SEQ:
+        raise BadCursor("after must be a non-negative integer seq")
+    return int(value)
+
+
+def _send_timeout() -> float:
+    return float(getattr(settings, "REALTIME_SEND_TIMEOUT_SECONDS", 10.0))
 
 
 class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
+    """One socket of one student. All sending happens in the consumer's dispatch loop (connect, live
+    pushes, client pings, catch-up requests), one message at a time, so `cursor` — the seq of the last
+    event sent — only grows."""
+
     student_id: int | None = None
-    last_seq: int = 0
-    replaying: bool = True
+    cursor: int = 0
+    joined: bool = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stats = StreamStats()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # However the connection ends — client gone, a send failing, the client stalled, an error,
+        # server shutdown — leave the group: a channel left in a group would keep receiving (and the
+        # channel layer buffering) pushes for nobody until group_expiry.
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._leave()
+
+    # -- connection ------------------------------------------------------------------------------
 
     async def connect(self) -> None:
         key = token_from_scope(self.scope)
         student_id = await student_id_for_token(key) if key else None
         if student_id is None:
-            await self.close(code=UNAUTHORIZED)
+            await self._refuse(UNAUTHORIZED, "authentication required")
+            return
+        try:
+            after = parse_after(self.scope)
+        except BadCursor as exc:
+            await self._refuse(BAD_REQUEST, str(exc))
             return
         self.student_id = student_id
-        self.pending: list[dict[str, Any]] = []
+        # Subscribe before reading the database: an event the relay delivers after the read is pushed
+        # after the subscription, so it reaches this channel; one delivered before is in the read; one
+        # in between is watched (_await_settled). No gap.
         await self.channel_layer.group_add(student_group(student_id), self.channel_name)
-        await self.accept()
-        after = _after_param(self.scope)
-        if after is None:
-            self.replaying = False
-            self.last_seq = -1  # live only: forward whatever arrives
+        self.joined = True
+        position = await database_sync_to_async(selectors.stream_position)(student_id=student_id)
+        if after is not None and after > position.last:
+            await self._refuse(BAD_REQUEST, f"after={after} is ahead of the stream (last seq {position.last})")
             return
-        self.last_seq = after
-        while True:
-            page = await database_sync_to_async(student_events_after)(
-                student_id=student_id, after=self.last_seq, limit=REPLAY_PAGE
-            )
-            for event in page:
-                await self._send_event(event.as_message())
-            if len(page) < REPLAY_PAGE:
-                break
-        self.replaying = False
-        for message in self.pending:
-            await self._send_event(message)
-        self.pending = []
+        self.cursor = position.delivered if after is None else after
+        # Read what a relay holds right now *before* replaying: see _await_settled.
+        watched = await database_sync_to_async(selectors.realtime_in_flight)(student_id=student_id, after=self.cursor)
+        await self.accept()
+        if after is not None:
+            hole = await self._catch_up(counter="replayed", refuse_hole=True)
+            if hole is not None:
+                await self._refuse(GONE, f"events after {after} were purged; refetch the dashboard", accepted=True)
+                return
+        if watched:
+            self.tasks.append(asyncio.create_task(self._await_settled(watched)))
+        self.tasks.append(asyncio.create_task(self._refresh_membership()))
+        logger.info(
+            "stream open student=%s after=%s cursor=%s replayed=%s", student_id, after, self.cursor, self.stats.replayed
+        )
 
     async def disconnect(self, code: int) -> None:
-        if self.student_id is not None:
-            await self.channel_layer.group_discard(student_group(self.student_id), self.channel_name)
+        # Cleanup is in __call__'s finally, which also covers endings that never dispatch a disconnect.
+        return None
 
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
-        if isinstance(content, dict) and content.get("type") == "ping":
-            await self.send_json({"type": "pong"})
+    async def _refuse(self, code: int, reason: str, *, accepted: bool = False) -> None:
+        # Accept, then close: a close before the handshake completes becomes an HTTP 403 and the
+        # client would never see the code.
+        if not accepted:
+            await self.accept()
+        await self.close(code=code, reason=reason[:120])
+
+    async def _leave(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self.tasks = []
+        if self.joined and self.student_id is not None:
+            self.joined = False
+            try:
+                await self.channel_layer.group_discard(student_group(self.student_id), self.channel_name)
+            except Exception:  # Redis down: group_expiry removes the channel eventually
+                logger.warning("could not leave group of student %s", self.student_id, exc_info=True)
+            logger.info(
+                "stream closed student=%s cursor=%s replayed=%s repaired=%s live=%s duplicates=%s",
+                self.student_id,
+                self.cursor,
+                self.stats.replayed,
+                self.stats.repaired,
+                self.stats.live,
+                self.stats.duplicates,
+            )
+
+    # -- incoming from the channel layer ---------------------------------------------------------
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # A message type this version does not know (e.g. from a newer relay) must not kill the socket.
+        handler_name = str(message.get("type", "")).replace(".", "_")
+        if handler_name.startswith("_") or not hasattr(self, handler_name):
+            logger.warning("ignoring message of unknown type %r", message.get("type"))
+            return
+        await super().dispatch(message)
 
     async def outbox_events(self, message: dict[str, Any]) -> None:
-        for event in message["events"]:
-            if self.replaying:
-                self.pending.append(event)
-            else:
-                await self._send_event(event)
-
-    async def _send_event(self, event: dict[str, Any]) -> None:
-        seq = int(event["seq"])
-        if self.last_seq >= 0 and seq <= self.last_seq:
+        """A live push from the relay: the student's next events, in seq order."""
+        events = sorted(message.get("events", []), key=lambda e: int(e["seq"]))
+        fresh = [e for e in events if int(e["seq"]) > self.cursor]
+        self.stats.duplicates += len(events) - len(fresh)
+        if not fresh or self.student_id is None:
             return
-        self.last_seq = seq
-        await self.send_json(event)
+        if int(fresh[0]["seq"]) > self.cursor + 1:
+            # Pushes for this channel were dropped (capacity) or raced the subscription. The relay pushes
+            # a student's events in order, so everything before this push is delivered: read it.
+            await self._catch_up(counter="repaired")
+        await self._send_events(fresh, counter="live")
+
+    async def realtime_catch_up(self, message: dict[str, Any]) -> None:
+        """Requested by the seam watcher: send whatever has been delivered since the cursor."""
+        await self._catch_up(counter="repaired")
+
+    # -- incoming from the client ----------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        # Only {"type": "ping"} means anything; malformed or unknown input is ignored rather than
+        # allowed to raise (which would end the connection with 1011).
+        if text_data is None or len(text_data) > 1024:
+            return
+        try:
+            content = json.loads(text_data)
+        except ValueError:
+            return
+        if isinstance(content, dict) and content.get("type") == "ping":
+            # Catch up first, so a pong also means "you have everything delivered so far".
+            if self.student_id is not None:
+                await self._catch_up(counter="repaired")
+            await self._send_message({"type": "pong"})
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    async def _catch_up(self, *, counter: str, refuse_hole: bool = False) -> int | None:
+        """Send every delivered event after the cursor, from the database, in order.
+
+        Seqs are gapless, so a first event beyond cursor + 1 means the ones between were purged. With
+        `refuse_hole`, nothing is sent then and that first seq is returned (else None).
+        """
+        assert self.student_id is not None
+        while True:
+            page = await database_sync_to_async(selectors.delivered_events_after)(
+                student_id=self.student_id, after=self.cursor, limit=REPLAY_PAGE
+            )
+            if refuse_hole and page and int(page[0]["seq"]) > self.cursor + 1:
+                return int(page[0]["seq"])
+            refuse_hole = False
+            await self._send_events(page, counter=counter)
+            if len(page) < REPLAY_PAGE:
+                return None
+
+    async def _send_events(self, events: list[dict[str, Any]], *, counter: str) -> None:
+        for event in events:
+            seq = int(event["seq"])
+            if seq <= self.cursor:
+                self.stats.duplicates += 1
+                continue
+            await self._send_message(event)
+            self.cursor = seq
+            setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+
+    async def _send_message(self, message: dict[str, Any]) -> None:
+        """Send one message, or give up on a client that has not read for the send timeout.
+
+        While the client's TCP window and the server's buffers are full, the ASGI send waits. Waiting
+        longer would pin this consumer (and the channel layer's buffer for it) for as long as the client
+        lingers; dropping it costs the client one reconnect with `after`.
+        """
+        try:
+            async with asyncio.timeout(_send_timeout()):
+                await self.send_json(message)
+        except TimeoutError:
+            logger.warning(
+                "student %s: client stopped reading for %.1fs; dropping the connection at seq %s",
+                self.student_id,
+                _send_timeout(),
+                self.cursor,
+            )
+            # Ending the consumer is all the ASGI interface allows here: a close frame would wait behind
+            # the same full buffer. The server closes the transport once it drains or TCP gives up.
+            raise StopConsumer from None
+
+    # -- background ------------------------------------------------------------------------------
+
+    async def _await_settled(self, watched: list[selectors.InFlight]) -> None:
+        """Cover the one race that subscribe-then-read leaves open.
+
+        A relay may have pushed an event *before* this channel joined the group but not yet marked its
+        delivery done when the database was read: then the event was neither received nor read. Its
+        delivery was in flight when `connect` looked, just after subscribing. Wait until each such
+        delivery has left that claim, then catch up from the database: a done one is read there, one
+        handed back or re-claimed is pushed again, to this channel.
+        """
+        delay = 0.02
+        # Bounded by the relay's lease: after it, the delivery is re-claimed and pushed again.
+        deadline = asyncio.get_running_loop().time() + float(settings.OUTBOX_LEASE_SECONDS) + 5.0
+        while watched and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            watched = await database_sync_to_async(selectors.still_in_flight)(watched)
+        await self.channel_layer.send(self.channel_name, {"type": CATCH_UP_MESSAGE_TYPE})
+
+    async def _refresh_membership(self) -> None:
+        """Re-join the group periodically: the channel layer forgets members after `group_expiry`, and a
+        connection may well outlive that."""
+        interval = max(1.0, float(getattr(self.channel_layer, "group_expiry", 86400)) / 4)
+        assert self.student_id is not None
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.channel_layer.group_add(student_group(self.student_id), self.channel_name)
+            except Exception:  # Redis briefly down: try again next round, well before expiry
+                logger.warning("could not refresh group membership of student %s", self.student_id, exc_info=True)
 
 
-def _after_param(scope: dict[str, Any]) -> int | None:
-    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("after")
-    if not values:
-        return None
-    try:
-        return max(0, int(values[0]))
-    except ValueError:
-        return 0
+# The relay sends `{"type": PUSH_MESSAGE_TYPE, "events": [...]}`; the handler name must follow it.
+assert PUSH_MESSAGE_TYPE.replace(".", "_") == StudentEventsConsumer.outbox_events.__name__
