@@ -16,7 +16,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from outbox import registry
-from outbox.models import Delivery
+from outbox.models import Delivery, RelayHeartbeat
 from outbox.services import NOTIFY_CHANNEL, REALTIME_SINK
 
 Progress = Callable[[int, int | None], None]
@@ -75,6 +75,33 @@ def outbox_status(*, now: datetime | None = None) -> list[SinkStatus]:
             )
         )
     return result
+
+
+@dataclass(frozen=True)
+class RelayStatus:
+    relay_id: str
+    started_at: datetime
+    beat_at: datetime
+    claimed_total: int
+    alive: bool  # beat within `RELAY_ALIVE_WITHIN`
+
+
+RELAY_ALIVE_WITHIN = timedelta(seconds=30)
+
+
+def relays_status(*, now: datetime | None = None) -> list[RelayStatus]:
+    """Every relay that has beaten (`run_relay` beats every few seconds), newest beat first."""
+    now = now or timezone.now()
+    return [
+        RelayStatus(
+            relay_id=b.relay_id,
+            started_at=b.started_at,
+            beat_at=b.beat_at,
+            claimed_total=b.claimed_total,
+            alive=now - b.beat_at < RELAY_ALIVE_WITHIN,
+        )
+        for b in RelayHeartbeat.objects.order_by("-beat_at")[:50]
+    ]
 
 
 def known_sinks() -> set[str]:

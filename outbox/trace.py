@@ -17,7 +17,7 @@ from uuid import UUID
 from django.db.models import Max
 from django.utils import timezone
 
-from outbox.models import Delivery, OutboxEvent
+from outbox.models import Delivery, OutboxEvent, RelayHeartbeat
 from outbox.services import REALTIME_SINK
 
 State = Literal["delivered", "in_progress", "stuck"]
@@ -28,6 +28,8 @@ STUCK: State = "stuck"
 # A delivery nobody claimed for this long means no relay is working on it (the relay is woken by
 # NOTIFY at COMMIT and polls every second, so a healthy one claims within milliseconds).
 UNCLAIMED_GRACE = timedelta(seconds=5)
+# A running relay beats every few seconds (`outbox.relay`); older than this, it is presumed gone.
+RELAY_ALIVE_WITHIN = timedelta(seconds=30)
 # How many of the newest deliveries to look at for "has any relay claimed anything lately?".
 RECENT_DELIVERIES = 500
 MAX_EVENTS = 500
@@ -139,6 +141,30 @@ class _Context:
         self.now = now
         self._last_claim: datetime | None = None
         self._last_claim_known = False
+        self._beat: RelayHeartbeat | None = None
+        self._beat_known = False
+
+    def heartbeat(self) -> RelayHeartbeat | None:
+        """The most recent relay heartbeat (relays beat in `run_relay`, not in `--once`)."""
+        if not self._beat_known:
+            self._beat = RelayHeartbeat.objects.order_by("-beat_at").first()
+            self._beat_known = True
+        return self._beat
+
+    def no_relay_hint(self) -> str:
+        """Why nobody claims: no relay alive, or a live one that claims nothing."""
+        beat = self.heartbeat()
+        if beat is not None and self.now - beat.beat_at < RELAY_ALIVE_WITHIN:
+            return (
+                f": relay {beat.relay_id} is alive (beat {duration(self.now - beat.beat_at)} ago) "
+                f"but claims nothing: is it stuck? (see its log)"
+            )
+        last = (
+            f"last relay heartbeat {duration(self.now - beat.beat_at)} ago from {beat.relay_id}"
+            if beat
+            else "no relay heartbeat on record"
+        )
+        return f": is `manage.py run_relay` running? ({last})"
 
     def last_claim(self) -> datetime | None:
         """When a relay last claimed anything: over the newest deliveries (pk index) and the open
@@ -218,10 +244,12 @@ def _explain(event: OutboxEvent, d: Delivery, context: _Context) -> tuple[State,
     waiting = now - d.available_at
     last_claim = context.last_claim()
     if last_claim is None or last_claim < d.available_at:
-        since = "since it was emitted" if last_claim is None else f"since {duration(now - last_claim)} ago"
+        since = (
+            "since it was emitted" if last_claim is None else f"since the last claim {duration(now - last_claim)} ago"
+        )
         text = f"{label}: pending for {duration(waiting)} and no relay has claimed anything {since}"
         if waiting >= UNCLAIMED_GRACE:
-            return STUCK, f"{text}: is `manage.py run_relay` running?"
+            return STUCK, text + context.no_relay_hint()
         return IN_PROGRESS, f"{text} (if this lasts: is `manage.py run_relay` running?)"
     due = Delivery.objects.filter(sink=d.sink, status=Delivery.Status.PENDING, available_at__lte=now).count()
     state = STUCK if waiting >= UNCLAIMED_GRACE else IN_PROGRESS
@@ -234,7 +262,7 @@ def _explain(event: OutboxEvent, d: Delivery, context: _Context) -> tuple[State,
 def _relay_hint(due_since: datetime, context: _Context) -> str:
     last_claim = context.last_claim()
     if last_claim is None or last_claim < due_since:
-        return "; no relay has claimed anything since: is `manage.py run_relay` running?"
+        return "; no relay has claimed anything since" + context.no_relay_hint()
     return ""
 
 
@@ -283,7 +311,10 @@ def trace_text(trace: Trace) -> str:
         lines.append(f"#{e.seq} {e.type}  student {e.student_id}  at {_clock(e.created_at)}")
         lines.append(f"    actor {e.actor}  caused by {cause}  id {e.id}")
         for d in e.deliveries:
-            claimed = f" claimed by {d.claimed_by}" if d.claimed_by else ""
+            holder = (
+                "claimed by" if d.status in (Delivery.Status.IN_FLIGHT, Delivery.Status.DONE) else "last claimed by"
+            )
+            claimed = f" {holder} {d.claimed_by}" if d.claimed_by else ""
             lines.append(f"    [{d.status:9}] delivery {d.id} -> {d.sink}, attempts {d.attempts}{claimed}")
             if d.state != DELIVERED or d.last_error:
                 lines.append(f"                {d.note}")

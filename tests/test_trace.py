@@ -137,7 +137,8 @@ def test_a_chain_whose_relay_is_not_running(student: Any, course: Course) -> Non
     assert text.count("[pending  ]") == 2
     assert text.splitlines()[-1] == (
         "Verdict: STUCK: #1 purchase.created -> realtime (cache invalidation + push to the app): pending for 40s "
-        "and no relay has claimed anything since it was emitted: is `manage.py run_relay` running?"
+        "and no relay has claimed anything since it was emitted: is `manage.py run_relay` running? "
+        "(no relay heartbeat on record)"
     )
 
 

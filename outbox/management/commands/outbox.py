@@ -12,6 +12,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
+from django.utils import timezone
 
 from outbox import operations
 from outbox.trace import duration
@@ -103,9 +104,9 @@ class Command(BaseCommand):
             self._purge(options)
 
     def _status(self, *, as_json: bool) -> None:
-        rows = operations.outbox_status()
+        rows, relays = operations.outbox_status(), operations.relays_status()
         if as_json:
-            data = [
+            sinks = [
                 {
                     "sink": r.sink,
                     "lag_seconds": round(r.lag.total_seconds(), 3),
@@ -117,18 +118,29 @@ class Command(BaseCommand):
                 }
                 for r in rows
             ]
-            self.stdout.write(json.dumps({"sinks": data}))
+            beats = [
+                {"relay_id": b.relay_id, "beat_at": b.beat_at.isoformat(), "alive": b.alive, "claimed": b.claimed_total}
+                for b in relays
+            ]
+            self.stdout.write(json.dumps({"sinks": sinks, "relays": beats}))
             return
         header = f"{'sink':32} {'lag':>9} {'due':>7} {'scheduled':>9} {'in flight':>9} {'failing':>7} {'dead':>6}"
         self.stdout.write(header)
         for r in rows:
             counts = f"{r.due:>7} {r.scheduled:>9} {r.in_flight:>9} {r.failing:>7} {r.dead:>6}"
             self.stdout.write(f"{r.sink:32} {duration(r.lag):>9} {counts}")
+        now = timezone.now()
+        for b in relays:
+            state = "alive" if b.alive else "GONE"
+            self.stdout.write(
+                f"relay {b.relay_id}: {state}, last beat {duration(now - b.beat_at)} ago, "
+                f"claimed {b.claimed_total} since {b.started_at:%Y-%m-%d %H:%M:%S}"
+            )
+        if not any(b.alive for b in relays):
+            self.stdout.write("no relay is alive: is `manage.py run_relay` running?")
         dead = sum(r.dead for r in rows)
         if dead:
-            self.stdout.write(
-                f"{dead} dead-lettered: see `manage.py trace <payment_id>`, then `manage.py outbox retry`."
-            )
+            self.stdout.write(f"{dead} dead-lettered: see `manage.py trace <payment_id>`, then `outbox retry`.")
 
     def _retry(self, options: dict[str, Any]) -> None:
         sink, student = options["sink"], options["student"]
