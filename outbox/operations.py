@@ -218,7 +218,7 @@ def events_purge(
     if older_than < timedelta(0):
         raise ValueError("older_than must not be negative")
     cutoff = timezone.now() - older_than
-    estimate = _estimated_rows("outbox_outboxevent")
+    estimate = estimated_rows("outbox_outboxevent")
     after = UUID(int=0)
     scanned = events = deliveries = inbox = 0
     while True:
@@ -244,7 +244,7 @@ def events_purge(
     return PurgeResult(scanned=scanned, events=events, deliveries=deliveries, inbox_entries=inbox)
 
 
-def _estimated_rows(table: str) -> int | None:
+def estimated_rows(table: str) -> int | None:
     """The planner's row estimate (kept by autovacuum / ANALYZE); None if never analysed."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [table])

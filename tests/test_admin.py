@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import F
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from allocation.admin import TrainerForm
@@ -20,6 +22,7 @@ from allocation.models import Trainer
 from config.celery import app as celery_app
 from outbox.models import Delivery, OutboxEvent
 from outbox.relay import Relay
+from purchases.errors import UnknownStudent
 from purchases.models import Course, Purchase
 from purchases.services import purchase_create
 
@@ -107,6 +110,21 @@ def test_adding_a_payment_again_changes_nothing(ops: Client, make_student: Any, 
     assert conflicting.status_code == 200 and "already has purchase" in conflicting.text
     assert Purchase.objects.count() == 1 and OutboxEvent.objects.count() == 1
     assert LogEntry.objects.count() == 1  # the no-op is not logged as an addition
+
+
+def test_a_domain_error_after_validation_creates_nothing_and_says_why(
+    ops: Client, student: Any, course: Course, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from purchases import services
+
+    def deactivated_meanwhile(**kwargs: Any) -> None:
+        raise UnknownStudent(f"no active student with id {student.pk}", student_id=student.pk)
+
+    monkeypatch.setattr(services, "purchase_create", deactivated_meanwhile)
+    response = add_purchase(ops, payment_id="pay_race", student=student.pk, course=course.pk)
+    assert response.status_code == 302 and response["Location"] == ADD_URL
+    assert "Nothing was created: no active student with id" in ops.get(ADD_URL).text
+    assert not Purchase.objects.exists() and not LogEntry.objects.exists()
 
 
 def test_purchases_and_other_domain_rows_are_read_only(ops: Client, student: Any, course: Course) -> None:
@@ -236,6 +254,24 @@ def test_outbox_lists_filter_and_show_dead_letters_with_their_error(
     assert ops.get(f"/admin/outbox/outboxevent/{dead.event_id}/change/").status_code == 200
     assert ops.get("/admin/outbox/outboxevent/add/").status_code == 403
     assert ops.post(f"/admin/outbox/delivery/{dead.pk}/change/", {"status": "done"}).status_code == 403
+
+
+def test_big_outbox_lists_are_not_counted_in_full(
+    ops: Client, student: Any, course: Course, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from outbox import admin as outbox_admin
+
+    buy(student, course, "pay_count")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE outbox_delivery")
+    monkeypatch.setattr(outbox_admin, "ESTIMATE_ABOVE", 0)  # as if the history were big
+    with CaptureQueriesContext(connection) as queries:
+        assert ops.get("/admin/outbox/delivery/").status_code == 200
+    counts = [q["sql"] for q in queries if "COUNT(" in q["sql"].upper() and "outbox_delivery" in q["sql"]]
+    assert counts == [], counts
+    with CaptureQueriesContext(connection) as queries:
+        assert ops.get("/admin/outbox/delivery/", {"problem": "open"}).status_code == 200
+    assert any("COUNT(" in q["sql"].upper() for q in queries)  # a filtered list counts exactly
 
 
 def test_the_retry_action_requeues_and_the_chain_completes(
