@@ -160,8 +160,10 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
         )
 
     async def disconnect(self, code: int) -> None:
-        # Cleanup is in __call__'s finally, which also covers endings that never dispatch a disconnect.
-        return None
+        # Leave at once: the consumer itself ends only after Channels has cancelled its channel-layer
+        # read, which with redis-py 8 can take up to the 5 s blocking-read timeout. (__call__'s finally
+        # covers endings that never dispatch a disconnect.)
+        await self._leave()
 
     async def _refuse(self, code: int, reason: str, *, accepted: bool = False) -> None:
         # Accept, then close: a close before the handshake completes becomes an HTTP 403 and the
@@ -286,6 +288,7 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
             )
             # Ending the consumer is all the ASGI interface allows here: a close frame would wait behind
             # the same full buffer. The server closes the transport once it drains or TCP gives up.
+            await self._leave()
             raise StopConsumer from None
 
     # -- background ------------------------------------------------------------------------------

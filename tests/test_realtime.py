@@ -226,7 +226,7 @@ def test_events_emitted_while_a_replay_runs_arrive_exactly_once_in_order(
     a backlog far larger than the socket buffers is stuck mid-way while new events are committed,
     delivered and pushed to its channel. They are then both in the database (read by the replay's
     later pages) and queued live: each must still arrive once, in order."""
-    backlog, during, after_replay = 1500, 50, 50
+    backlog, during, after_replay = 1000, 50, 50
     host = tuned_server(processes, "web-seam", sndbuf=SMALL_BUFFER, REALTIME_SEND_TIMEOUT_SECONDS="120")
     emit(student, backlog, per_commit=500)
     wait_delivered(student, backlog)
