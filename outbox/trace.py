@@ -212,9 +212,10 @@ def _explain(event: OutboxEvent, d: Delivery, context: _Context) -> tuple[State,
             where = "handed to a Celery worker by " if d.sink != REALTIME_SINK else "in flight on "
             return IN_PROGRESS, f"{label}: {where}{holder}, lease expires in {duration(d.available_at - now)}"
         expired = now - d.available_at
+        why = "the relay died mid-delivery?" if d.sink == REALTIME_SINK else "is a Celery worker running? Or it died"
         text = (
-            f"{label}: in flight on {holder}, but its lease expired {duration(expired)} ago "
-            f"(the relay or worker died mid-delivery?); the next claim retries it"
+            f"{label}: in flight on {holder}, but its lease expired {duration(expired)} ago ({why}); "
+            f"the next claim retries it"
         )
         return (STUCK if expired > UNCLAIMED_GRACE else IN_PROGRESS), text + _relay_hint(d.available_at, context)
     # Pending.
@@ -296,28 +297,3 @@ def duration(delta: timedelta) -> str:
         return f"{hours}h {minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d {hours}h"
-
-
-def _clock(moment: datetime) -> str:
-    return f"{moment:%Y-%m-%d %H:%M:%S}.{moment.microsecond // 1000:03d}"
-
-
-def trace_text(trace: Trace) -> str:
-    """The trace as plain text, for the terminal (the admin renders the same `Trace` as HTML)."""
-    lines = [f"Payment {trace.payment_id}: {len(trace.events)} event(s), traced at {trace.at:%Y-%m-%d %H:%M:%S} UTC"]
-    for e in trace.events:
-        cause = e.caused_by or (str(e.causation_id) if e.causation_id else "-")
-        lines.append("")
-        lines.append(f"#{e.seq} {e.type}  student {e.student_id}  at {_clock(e.created_at)}")
-        lines.append(f"    actor {e.actor}  caused by {cause}  id {e.id}")
-        for d in e.deliveries:
-            holder = (
-                "claimed by" if d.status in (Delivery.Status.IN_FLIGHT, Delivery.Status.DONE) else "last claimed by"
-            )
-            claimed = f" {holder} {d.claimed_by}" if d.claimed_by else ""
-            lines.append(f"    [{d.status:9}] delivery {d.id} -> {d.sink}, attempts {d.attempts}{claimed}")
-            if d.state != DELIVERED or d.last_error:
-                lines.append(f"                {d.note}")
-    marker = {DELIVERED: "OK", IN_PROGRESS: "IN PROGRESS", STUCK: "STUCK"}[trace.verdict.state]
-    lines += ["", f"Verdict: {marker}: {trace.verdict.message}"]
-    return "\n".join(lines)

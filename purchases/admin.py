@@ -25,7 +25,7 @@ from outbox.services import Cause
 from outbox.trace import payment_trace
 from purchases import services
 from purchases.errors import DomainError
-from purchases.models import Course, Payment, Purchase
+from purchases.models import Course, Payment, ProviderEvent, Purchase
 
 _RESULT = "_purchase_create_result"  # the add view's service result, kept on the request
 
@@ -231,6 +231,16 @@ class PurchaseAdmin(admin.ModelAdmin):
 class PaymentAdmin(ReadOnlyModelAdmin):
     list_display = ("provider_payment_id", "amount", "currency", "received_at", "refunded_at")
     search_fields = ("=provider_payment_id",)
+    ordering = ("-id",)
+
+
+@admin.register(ProviderEvent)
+class ProviderEventAdmin(ReadOnlyModelAdmin):
+    """What the payment provider sent us: "did the webhook even arrive?" comes before the trace."""
+
+    list_display = ("provider_event_id", "type", "payment_id", "outcome", "received_at")
+    list_filter = ("type", "outcome")
+    search_fields = ("=payment_id", "=provider_event_id")
     ordering = ("-id",)
 
 

@@ -139,7 +139,12 @@ def test_purchases_and_other_domain_rows_are_read_only(ops: Client, student: Any
     assert "delivered: Everything delivered" in view.text
     assert ops.post(change, {"status": "refunded"}).status_code == 403
     assert ops.post(reverse("admin:purchases_purchase_delete", args=[purchase.pk])).status_code == 403
-    for model in ("purchases/payment", "allocation/allocation", "sessions_app/trainingsession"):
+    for model in (
+        "purchases/payment",
+        "purchases/providerevent",
+        "allocation/allocation",
+        "sessions_app/trainingsession",
+    ):
         assert ops.get(f"/admin/{model}/").status_code == 200
         assert ops.get(f"/admin/{model}/add/").status_code == 403
     purchase.refresh_from_db()

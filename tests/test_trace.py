@@ -154,7 +154,7 @@ def test_a_delivery_in_flight_shows_its_relay_and_lease(student: Any, course: Co
     Delivery.objects.update(available_at=timezone.now() - timedelta(seconds=90))  # the relay died
     expired = verdict("pay_flight")
     assert expired.startswith("Verdict: STUCK:")
-    assert "but its lease expired 1m 30s ago (the relay or worker died mid-delivery?)" in expired
+    assert "but its lease expired 1m 30s ago (the relay died mid-delivery?)" in expired
 
 
 def test_a_chain_waiting_behind_another_payment_of_the_same_student(

@@ -1,11 +1,13 @@
 """`manage.py trace <payment_id>`: the payment's chain of events and deliveries, and a verdict."""
 
 import json
+from datetime import datetime
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from outbox.trace import Trace, payment_trace, trace_text
+from outbox.models import Delivery
+from outbox.trace import DELIVERED, IN_PROGRESS, STUCK, Trace, payment_trace
 
 
 class Command(BaseCommand):
@@ -57,3 +59,28 @@ def trace_json(trace: Trace) -> dict[str, Any]:
             for e in trace.events
         ],
     }
+
+
+def _clock(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S}.{moment.microsecond // 1000:03d}"
+
+
+def trace_text(trace: Trace) -> str:
+    """The trace as plain text, for the terminal (the admin renders the same `Trace` as HTML)."""
+    lines = [f"Payment {trace.payment_id}: {len(trace.events)} event(s), traced at {trace.at:%Y-%m-%d %H:%M:%S} UTC"]
+    for e in trace.events:
+        cause = e.caused_by or (str(e.causation_id) if e.causation_id else "-")
+        lines.append("")
+        lines.append(f"#{e.seq} {e.type}  student {e.student_id}  at {_clock(e.created_at)}")
+        lines.append(f"    actor {e.actor}  caused by {cause}  id {e.id}")
+        for d in e.deliveries:
+            holder = (
+                "claimed by" if d.status in (Delivery.Status.IN_FLIGHT, Delivery.Status.DONE) else "last claimed by"
+            )
+            claimed = f" {holder} {d.claimed_by}" if d.claimed_by else ""
+            lines.append(f"    [{d.status:9}] delivery {d.id} -> {d.sink}, attempts {d.attempts}{claimed}")
+            if d.state != DELIVERED or d.last_error:
+                lines.append(f"                {d.note}")
+    marker = {DELIVERED: "OK", IN_PROGRESS: "IN PROGRESS", STUCK: "STUCK"}[trace.verdict.state]
+    lines += ["", f"Verdict: {marker}: {trace.verdict.message}"]
+    return "\n".join(lines)
