@@ -7,6 +7,7 @@ These rows are written only by `outbox.services.emit` (events, deliveries, seque
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 
 
@@ -45,7 +46,11 @@ class OutboxEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["student", "seq"], name="outbox_event_student_seq_uniq"),
         ]
-        indexes = [models.Index(fields=["aggregate_type", "aggregate_id"], name="outbox_event_aggregate_idx")]
+        indexes = [
+            models.Index(fields=["aggregate_type", "aggregate_id"], name="outbox_event_aggregate_idx"),
+            # Append-only, so created_at follows the heap: a tiny BRIN index serves age filters.
+            BrinIndex(fields=["created_at"], name="outbox_event_created_brin"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.type} #{self.seq} student={self.student_id}"

@@ -111,7 +111,7 @@ def known_sinks() -> set[str]:
 
 def _registered_handlers() -> list[registry.Handler]:
     # The registry has no public "all handlers" yet (asked for in the issue report).
-    return list(registry._by_name.values())
+    return registry.all_handlers()
 
 
 class UnknownDeliveries(LookupError):

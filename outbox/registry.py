@@ -42,5 +42,9 @@ def handlers_for(event_type: str) -> list[Handler]:
     return [h for h in _by_name.values() if h.event_type == event_type]
 
 
+def all_handlers() -> list[Handler]:
+    return list(_by_name.values())
+
+
 def get(name: str) -> Handler:
     return _by_name[name]

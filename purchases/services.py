@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from outbox import services as outbox
+from outbox.models import OutboxEvent
 from outbox.services import Cause
 from purchases.errors import UnknownCourse, UnknownPayment, UnknownStudent
 from purchases.models import Course, Payment, ProviderEvent, Purchase
@@ -166,13 +167,13 @@ def purchase_refund(*, payment_id: str, actor: str) -> PurchaseResult:
         return PurchaseResult(purchase=purchase, created=True)
 
 
-def student_resync_request(*, student_id: int, actor: str) -> None:
-    """Emit `student.resync_requested`: through the relay, the student's cached views are invalidated
-    and their app is told to refetch. Safe to repeat (each call is one more harmless event)."""
+def student_resync_request(*, student_id: int, actor: str) -> OutboxEvent:
+    """Emit `student.resync_requested` and return it: through the relay, the student's cached views
+    are invalidated and their app is told to refetch. Safe to repeat (one more harmless event each)."""
     if not get_user_model().objects.filter(id=student_id).exists():
         raise UnknownStudent(f"no student with id {student_id}", student_id=student_id)
     with transaction.atomic():
-        outbox.emit(
+        return outbox.emit(
             type="student.resync_requested",
             student_id=student_id,
             aggregate_type="student",

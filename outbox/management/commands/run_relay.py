@@ -2,6 +2,7 @@ import signal
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
+from django.utils import timezone
 
 from outbox.relay import Relay
 
@@ -16,7 +17,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         relay = Relay(batch_size=options["batch_size"])
         if options["once"]:
+            started_at = timezone.now()
             delivered = relay.drain()
+            relay.beat(started_at=started_at, claimed_total=delivered)
             self.stdout.write(f"claimed {delivered} deliveries")
             return
         signal.signal(signal.SIGTERM, lambda *_: relay.stop())
