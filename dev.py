@@ -12,6 +12,8 @@ Creates `.venv` from the hash-pinned `requirements.lock` on first use (and when 
 import hashlib
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -29,16 +31,26 @@ def venv_python() -> Path:
     return VENV / "bin" / "python"
 
 
+def ensure_python_311() -> None:
+    """The lock pins CPython 3.11 wheels: re-run under python3.11 if we were started by another Python."""
+    if sys.version_info[:2] == (3, 11):
+        return
+    other = shutil.which("python3.11")
+    if other:
+        os.execv(other, [other, *sys.argv])
+    raise SystemExit(f"dev.py needs Python 3.11 (this is {sys.version.split()[0]}); install python3.11 and retry")
+
+
 def ensure_venv() -> None:
     stamp = VENV / ".lock-sha256"
     digest = hashlib.sha256(LOCK.read_bytes()).hexdigest()
-    if stamp.exists() and stamp.read_text() == digest:
+    if stamp.exists() and stamp.read_text() == digest and venv_python().exists():
         return
     if not venv_python().exists():
-        print("creating .venv ...", flush=True)
+        print("creating .venv (first run only) ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    print("installing pinned dependencies from requirements.lock ...", flush=True)
-    subprocess.run(
+    print("installing pinned dependencies from requirements.lock (about a minute, first run only) ...", flush=True)
+    installed = subprocess.run(
         [
             str(venv_python()),
             "-m",
@@ -50,8 +62,10 @@ def ensure_venv() -> None:
             "-r",
             str(LOCK),
         ],
-        check=True,
+        check=False,
     )
+    if installed.returncode != 0:
+        raise SystemExit("installing requirements.lock into .venv failed (see pip's output above)")
     stamp.write_text(digest)
 
 
@@ -101,6 +115,9 @@ def pay(argv: list[str]) -> int:
     except urllib.error.HTTPError as exc:
         print(exc.code, exc.read().decode())
         return 1
+    except OSError as exc:
+        print(f"no answer from {args.url} ({exc}); is `python3 dev.py run` running on that port (PORT)?")
+        return 1
 
 
 def main() -> int:
@@ -110,11 +127,17 @@ def main() -> int:
     command, rest = sys.argv[1], sys.argv[2:]
     if command == "pay":
         return pay(rest)
+    ensure_python_311()
     ensure_venv()
     os.chdir(ROOT)
+    # Hold Ctrl-C / SIGTERM across the exec: config.stack unblocks them once it can clean up.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
     os.execv(str(venv_python()), [str(venv_python()), "-m", "config.stack", command, *rest])
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,36 +1,132 @@
 """`python -m config.stack run|test|manage`: what `dev.py` runs inside the virtualenv.
 
-run:    start embedded services if needed, migrate, seed the demo, then supervise web (ASGI), relay
-        and worker in the foreground until Ctrl-C (or until one of them dies).
-test:   ruff, mypy, import-linter and pytest against the same kind of services.
-manage: one manage.py command against those services.
+run:    start embedded services for what DATABASE_URL / REDIS_URL leave out, migrate, seed the demo,
+        then supervise web (ASGI), relay and worker in the foreground until Ctrl-C (or until one of
+        them dies). Everything it started is stopped on the way out, also when interrupted early.
+test:   ruff, ruff format --check, mypy, import-linter and pytest against real services (an embedded
+        Redis of its own, because the tests flush it).
+manage: one manage.py command against the same services as `run`.
 """
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
+from types import FrameType
+from typing import IO
+from urllib.parse import urlsplit, urlunsplit
 
-from config.embedded import default_data_dir, ensure_services
+from config.embedded import EmbeddedServices, default_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+BIN = Path(PY).parent
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_print_lock = threading.Lock()
 
 
-def _env() -> tuple[dict[str, str], list[object]]:
+def say(text: str) -> None:
+    with _print_lock:
+        print(text, flush=True)
+
+
+# -- signals --------------------------------------------------------------------------------------
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _watched_signals() -> list[signal.Signals]:
+    """The stop signals we act on: an inherited "ignore" (nohup's SIGHUP) stays ignored, for children too."""
+    return [sig for sig in STOP_SIGNALS if signal.getsignal(sig) != signal.SIG_IGN]
+
+
+@contextlib.contextmanager
+def _deferred_stop() -> Iterator[None]:
+    """Hold Ctrl-C / SIGTERM while starting a child, so none is left started but unrecorded.
+
+    The signal is acted on right after the block.
+    """
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: received.append(signum)) for sig in _watched_signals()}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Block Ctrl-C / SIGTERM while the embedded servers start, for us and the tools pgserver runs.
+
+    The mask is inherited by pg_ctl and initdb, so a Ctrl-C can't kill them half-way; a pending
+    signal is delivered when the block ends and stops us cleanly with the servers recorded.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def _ignore_stop_signals() -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+# -- services -------------------------------------------------------------------------------------
+
+
+def _env(services: EmbeddedServices, *, redis_name: str = "redis") -> dict[str, str]:
     env = dict(os.environ)
-    handles = ensure_services(env, default_data_dir())
+    with _signals_held():
+        services.start(env, redis_name=redis_name)
     env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     env.setdefault("PYTHONUNBUFFERED", "1")
-    return env, handles
+    return env
+
+
+def _describe(services: EmbeddedServices, env: MutableMapping[str, str]) -> list[str]:
+    where = f"embedded, data in {_short(services.data_dir)}/"
+    return [
+        f"  PostgreSQL  {_redact(env['DATABASE_URL'])}" + (f"  ({where})" if "PostgreSQL" in services.started else ""),
+        f"  Redis       {_redact(env['REDIS_URL'])}" + (f"  ({where})" if "Redis" in services.started else ""),
+    ]
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, fit for a log."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _short(path: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(path.resolve().relative_to(ROOT))
+    return str(path)
+
+
+# -- run ------------------------------------------------------------------------------------------
 
 
 def procfile_commands(port: str) -> dict[str, list[str]]:
-    """The same three processes as the Procfile."""
+    """The Procfile's three processes, tuned for a laptop (loopback only, quick worker start)."""
     return {
         "web": [
             PY,
@@ -46,109 +142,296 @@ def procfile_commands(port: str) -> dict[str, list[str]]:
             "--no-access-log",
         ],
         "relay": [PY, "manage.py", "run_relay"],
-        "worker": [PY, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO", "--concurrency", "2"],
+        "worker": [
+            PY,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "2",
+            "--without-gossip",
+            "--without-mingle",
+        ],
     }
 
 
+# A line in each process's output that says it is ready (the web process is asked over HTTP instead).
+READY_MARKERS = {"relay": " started", "worker": " ready."}
+
+
+class Child:
+    """A supervised process whose output is echoed with its name in front."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.ready = threading.Event()
+        self.proc = subprocess.Popen(
+            cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        self._marker = READY_MARKERS.get(name)
+        self._pump = threading.Thread(target=self._echo, args=(self.proc.stdout,), daemon=True)
+        self._pump.start()
+
+    def _echo(self, stream: IO[bytes] | None) -> None:
+        assert stream is not None
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace").rstrip()
+            if self._marker and self._marker in line:
+                self.ready.set()
+            say(f"{self.name:<6}| {line}")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def flush_output(self, timeout: float) -> None:
+        self._pump.join(timeout)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _forget_dead_metrics(env: dict[str, str]) -> None:
+    """Drop the multi-process metric files of processes that are gone (prometheus_client's advice).
+
+    Files are named `<kind>_<pid>.db`; those of live processes (another stack) are kept.
+    """
+    import psutil
+
+    directory = Path(env.get("PROMETHEUS_MULTIPROC_DIR") or ROOT / ".data" / "prometheus")
+    for path in directory.glob("*_*.db"):
+        pid = path.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            path.unlink(missing_ok=True)
+
+
 def run() -> int:
-    env, _handles = _env()
-    port = env.get("PORT", "8000")
-    subprocess.run([PY, "manage.py", "migrate", "--noinput"], env=env, check=True, cwd=ROOT)
-    seeded = subprocess.run(
-        [PY, "manage.py", "seed_demo", "--json"], env=env, check=True, cwd=ROOT, capture_output=True, text=True
-    )
-    demo = json.loads(seeded.stdout)
-    procs = {name: subprocess.Popen(cmd, env=env, cwd=ROOT) for name, cmd in procfile_commands(port).items()}
-    base = f"http://127.0.0.1:{port}"
+    port = os.environ.get("PORT", "8000")
+    if not port.isdigit():
+        say(f"PORT must be a number, not {port!r}")
+        return 2
+    if not _port_free(int(port)):
+        say(f"port {port} is in use (another `dev.py run`?); pick another: PORT=8001 python3 dev.py run")
+        return 2
+    started_at = time.monotonic()
+    services = EmbeddedServices(default_data_dir())
+    children: list[Child] = []
     try:
-        _wait_http(f"{base}/api/schema/", procs)
-        _print_banner(base, port, demo)
-        while all(p.poll() is None for p in procs.values()):
+        env = _env(services)
+        env["PORT"] = port
+        say("\n".join(["services:", *_describe(services, env)]))
+        say("migrating ...")
+        subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, check=True, cwd=ROOT)
+        seeded = subprocess.run(
+            [PY, "manage.py", "seed_demo", "--json"], env=env, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        demo = json.loads(seeded.stdout.strip().splitlines()[-1])  # the JSON is its last line
+        _forget_dead_metrics(env)
+        for name, cmd in procfile_commands(port).items():
+            child_env = {**env, "DB_APPLICATION_NAME": env.get("DB_APPLICATION_NAME") or f"coursechain-{name}"}
+            with _deferred_stop():
+                children.append(Child(name, cmd, child_env))
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(f"{base}/api/schema/", children)
+        _print_banner(base, port, demo, time.monotonic() - started_at)
+        while all(c.alive() for c in children):
             time.sleep(0.5)
-        dead = [name for name, p in procs.items() if p.poll() is not None]
-        print(f"\n{', '.join(dead)} exited; stopping the stack.", flush=True)
+        dead = [c.name for c in children if not c.alive()]
+        say(f"\n{', '.join(dead)} exited; stopping the stack.")
         return 1
     except KeyboardInterrupt:
-        print("\nstopping ...", flush=True)
+        say("\nstopping ...")
         return 0
+    except subprocess.CalledProcessError as exc:
+        say(f"\n`{' '.join(Path(a).name for a in exc.cmd[:3])}` failed (exit {exc.returncode}); stopping.")
+        return 1
+    except StartupFailed as exc:
+        say(f"\n{exc}; stopping.")
+        return 1
     finally:
-        _stop(procs)
+        _ignore_stop_signals()  # a second Ctrl-C must not cut the clean-up short; it is bounded
+        _stop(children)
+        services.stop()
+        stopped = [c.name for c in children] + [f"the embedded {name}" for name in services.started]
+        if stopped:
+            say(f"stopped {', '.join(stopped)}.")
 
 
-def _wait_http(url: str, procs: dict[str, subprocess.Popen[bytes]], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs.values()):
-            raise SystemExit("a process exited during start-up; see its output above")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
+class StartupFailed(Exception):
+    pass
 
 
-def _print_banner(base: str, port: str, demo: dict[str, list[dict[str, object]]]) -> None:
+def _wait_ready(url: str, children: list[Child], timeout: float = 90.0, markers_timeout: float = 20.0) -> None:
+    """Wait until the web process answers HTTP and the relay and worker have said they are ready.
+
+    The web process is required; a missing ready line (a changed log format) only delays the banner.
+    """
+    started = time.monotonic()
+    web_up = False
+    while True:
+        dead = [c.name for c in children if not c.alive()]
+        if dead:
+            raise StartupFailed(f"{', '.join(dead)} exited during start-up (see its output above)")
+        if not web_up:
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    web_up = True
+            except urllib.error.HTTPError:
+                web_up = True  # it answers: up
+            except OSError:
+                pass
+        waiting = [c.name for c in children if c.name in READY_MARKERS and not c.ready.is_set()]
+        elapsed = time.monotonic() - started
+        if web_up and (not waiting or elapsed > markers_timeout):
+            if waiting:
+                say(f"({', '.join(waiting)} did not report ready yet; going on)")
+            return
+        if elapsed > timeout:
+            raise StartupFailed(f"the web process did not answer {url} within {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def _print_banner(base: str, port: str, demo: dict[str, list[dict[str, object]]], took: float) -> None:
     student = demo["students"][0]
     course = demo["courses"][0]
+    pay_prefix = f"PORT={port} " if port != "8000" else ""
+    auth = f"'Authorization: Token {student['token']}'"
     lines = [
         "",
-        "The stack is up (web + relay + worker). Ctrl-C stops everything.",
+        f"Ready in {took:.1f} s: web + relay + worker. Ctrl-C stops everything.",
         f"  API docs    {base}/api/docs/",
         f"  Admin       {base}/admin/   (create a login: python3 dev.py manage createsuperuser)",
-        f"  WebSocket   ws://127.0.0.1:{port}/ws/events/?token={student['token']}&after=0",
-        "  Demo students:",
-        *(f"    id={s['id']:<3} {s['email']:<22} token={s['token']}" for s in demo["students"]),
-        "  Send a signed demo payment:",
-        f"    python3 dev.py pay --student {student['id']} --course {course['id']}",
-        "  Then see the purchase, its trainer and its sessions:",
-        f"    curl -s -H 'Authorization: Token {student['token']}' {base}/api/v1/me/dashboard",
+        "  Demo students (API token; the WebSocket takes it as ?token=):",
+        *(f"    id={s['id']:<3} {s['email']:<20} token={s['token']}" for s in demo["students"]),
+        "  Demo courses:",
+        *(f"    id={c['id']:<3} {c['title']}" for c in demo["courses"]),
+        f"  Pay for '{course['title']}' as {student['email']} (a signed webhook call, like the provider's):",
+        f"    {pay_prefix}python3 dev.py pay --student {student['id']} --course {course['id']}",
+        "  Then the dashboard shows the purchase, its trainer and its sessions:",
+        f"    curl -s -H {auth} {base}/api/v1/me/dashboard",
+        "  Live events (every event after seq 0, then new ones as they happen):",
+        f"    ws://127.0.0.1:{port}/ws/events/?token={student['token']}&after=0",
         "",
     ]
-    print("\n".join(lines), flush=True)
+    say("\n".join(lines))
 
 
-def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    for p in procs.values():
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for p in procs.values():
+def _stop(children: list[Child], grace: float = 10.0) -> None:
+    for c in children:
+        if c.alive():
+            c.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for c in children:
         try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            c.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+            say(f"{c.name} did not stop within {grace:.0f} s; killing it")
+            c.proc.kill()
+            c.proc.wait()
+    for c in children:
+        c.flush_output(timeout=1.0)
+
+
+# -- test -----------------------------------------------------------------------------------------
+
+
+def _run_foreground(cmd: list[str], env: dict[str, str]) -> tuple[int, bool]:
+    """Run a command that shares our terminal; returns its exit code and whether a stop was asked.
+
+    Ctrl-C reaches the command from the terminal itself (same process group), so we let it finish its
+    own way (pytest tears down, a shell just cancels the line); SIGTERM / SIGHUP sent to us alone are
+    passed on to it.
+    """
+    received: list[int] = []
+    proc: subprocess.Popen[bytes] | None = None
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        if signum != signal.SIGINT and proc is not None and proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in _watched_signals()}
+    try:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+        if any(sig != signal.SIGINT for sig in received):
+            proc.terminate()
+        return proc.wait(), bool(received)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def test(args: list[str]) -> int:
-    env, _handles = _env()
-    steps = [
-        ["ruff", "check", "."],
-        ["ruff", "format", "--check", "."],
-        ["mypy", "."],
-        ["lint-imports"],
-        [PY, "-m", "pytest", *args],
-    ]
-    failed = []
-    for step in steps:
-        print(f"\n$ {' '.join(Path(step[0]).name if i == 0 else s for i, s in enumerate(step))}", flush=True)
-        cmd = [str(Path(PY).parent / step[0]), *step[1:]] if not step[0].startswith("/") else step
-        if subprocess.run(cmd, env=env, cwd=ROOT).returncode != 0:
-            failed.append(Path(step[0]).name if step[0] != PY else "pytest")
-    if failed:
-        print(f"\nFAILED: {', '.join(failed)}", flush=True)
-        return 1
-    return 0
+    services = EmbeddedServices(default_data_dir())
+    try:
+        env = _env(services, redis_name="test-redis")
+        header = "services (pytest creates and drops test_<database>; each test flushes Redis):"
+        say("\n".join([header, *_describe(services, env)]))
+        steps = [
+            ("ruff", [str(BIN / "ruff"), "check", "."]),
+            ("ruff format", [str(BIN / "ruff"), "format", "--check", "."]),
+            ("mypy", [str(BIN / "mypy"), "."]),
+            ("lint-imports", [str(BIN / "lint-imports")]),
+            ("pytest", [PY, "-m", "pytest", *args]),
+        ]
+        failed = []
+        for name, cmd in steps:
+            shown = cmd[3:] if name == "pytest" else cmd[1:]
+            say(f"\n$ {' '.join([name.split()[0], *shown])}")
+            returncode, stopped = _run_foreground(cmd, env)
+            if stopped:
+                say("\ninterrupted")
+                return 130
+            if returncode != 0:
+                failed.append(name)
+        say(f"\nFAILED: {', '.join(failed)}" if failed else "\nall checks passed")
+        return 1 if failed else 0
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        _ignore_stop_signals()
+        services.stop()
+
+
+# -- manage ---------------------------------------------------------------------------------------
 
 
 def manage(args: list[str]) -> int:
-    env, _handles = _env()
-    return subprocess.run([PY, "manage.py", *args], env=env, cwd=ROOT).returncode
+    services = EmbeddedServices(default_data_dir())
+    try:
+        env = _env(services)
+        return _run_foreground([PY, "manage.py", *args], env)[0]
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        _ignore_stop_signals()
+        services.stop()
 
 
 def main() -> int:
-    command, args = sys.argv[1], sys.argv[2:]
+    # Stop cleanly on Ctrl-C and SIGTERM even if we inherited "ignore SIGINT" (started with `&` from a
+    # script); keep an inherited "ignore SIGHUP" (nohup).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _interrupt)
+    try:
+        # dev.py blocks these signals across its exec into us, so a Ctrl-C during our start-up
+        # lands here, before anything was started.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        command, args = sys.argv[1], sys.argv[2:]
+    except KeyboardInterrupt:
+        return 130
     if command == "run":
         return run()
     if command == "test":
