@@ -23,14 +23,14 @@ Guarantees, for one connection:
   message reflects that message.
 - Self-healing: a live push that skips seqs (the channel layer dropped messages for this consumer,
   see `capacity` in settings) is preceded by the missing events read from the database; a `ping`
-  also catches up first, covering a dropped last message.
+  also catches up first (at most once a second), covering a dropped last message.
 - A client that stops reading is dropped after REALTIME_SEND_TIMEOUT_SECONDS of blocked sending: the
   consumer leaves the group and ends, so it holds no buffer and never slows the relay or other sockets.
   The client reconnects with `after=<last seq it received>`.
 """
 
 import asyncio
-import contextlib
+import functools
 import json
 import logging
 import re
@@ -41,6 +41,8 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from realtime import selectors
@@ -55,6 +57,7 @@ GONE = 4410
 INTERNAL_ERROR = 1011
 
 REPLAY_PAGE = 500
+PING_CATCH_UP_INTERVAL = 1.0  # seconds
 # A message the consumer sends itself, through the channel layer, so that work started by a background
 # task (the seam watcher) runs in the consumer's one dispatch loop, serialised with live pushes.
 CATCH_UP_MESSAGE_TYPE = "realtime.catch_up"
@@ -105,6 +108,8 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
     student_id: int | None = None
     cursor: int = 0
     joined: bool = False
+    closing: bool = False
+    last_ping_catch_up: float = float("-inf")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -112,11 +117,25 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
         self.tasks: list[asyncio.Task[None]] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        # However the connection ends — client gone, a send failing, the client stalled, an error,
-        # server shutdown — leave the group: a channel left in a group would keep receiving (and the
-        # channel layer buffering) pushes for nobody until group_expiry.
+        """Channels' `AsyncConsumer.__call__`, with two changes.
+
+        - The channel-layer read is `receive_cancellably`: on Python 3.11, a cancellation that lands
+          while redis-py opens a connection can be swallowed (`asyncio.wait_for`), and Channels then
+          waits forever for the read it cancelled — the consumer task never ends (seen after a
+          4401 refusal: uvicorn's shutdown hung on it).
+        - However the connection ends — client gone, a send failing, the client stalled, an error,
+          server shutdown — leave the group: a channel left in a group would keep receiving (and the
+          channel layer buffering) pushes for nobody until group_expiry.
+        """
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.channel_receive = functools.partial(receive_cancellably, self.channel_layer, self.channel_name)
+        self.base_send = send
         try:
-            await super().__call__(scope, receive, send)
+            await await_many_dispatch([receive, self.channel_receive], self.dispatch)
+        except StopConsumer:
+            pass
         finally:
             await self._leave()
 
@@ -166,6 +185,10 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
         await self._leave()
 
     async def _refuse(self, code: int, reason: str, *, accepted: bool = False) -> None:
+        # Leave first and send nothing more: a push arriving before the client acknowledges the close
+        # must not be sent after it.
+        self.closing = True
+        await self._leave()
         # Accept, then close: a close before the handshake completes becomes an HTTP 403 and the
         # client would never see the code.
         if not accepted:
@@ -173,12 +196,9 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
         await self.close(code=code, reason=reason[:120])
 
     async def _leave(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(BaseException):
-                await task
-        self.tasks = []
+        tasks, self.tasks = self.tasks, []
+        for task in tasks:
+            await cancel_and_wait(task)
         if self.joined and self.student_id is not None:
             self.joined = False
             try:
@@ -234,8 +254,11 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
         except ValueError:
             return
         if isinstance(content, dict) and content.get("type") == "ping":
-            # Catch up first, so a pong also means "you have everything delivered so far".
-            if self.student_id is not None:
+            # Catch up first, so a pong also means "you have everything delivered so far" — at most
+            # once a second, so a client pinging in a loop cannot keep the database busy.
+            now = asyncio.get_running_loop().time()
+            if self.student_id is not None and now - self.last_ping_catch_up >= PING_CATCH_UP_INTERVAL:
+                self.last_ping_catch_up = now
                 await self._catch_up(counter="repaired")
             await self._send_message({"type": "pong"})
 
@@ -276,6 +299,8 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
         longer would pin this consumer (and the channel layer's buffer for it) for as long as the client
         lingers; dropping it costs the client one reconnect with `after`.
         """
+        if self.closing:
+            return
         try:
             async with asyncio.timeout(_send_timeout()):
                 await self.send_json(message)
@@ -305,11 +330,14 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
         delay = 0.02
         # Bounded by the relay's lease: after it, the delivery is re-claimed and pushed again.
         deadline = asyncio.get_running_loop().time() + float(settings.OUTBOX_LEASE_SECONDS) + 5.0
-        while watched and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-            watched = await database_sync_to_async(selectors.still_in_flight)(watched)
-        await self.channel_layer.send(self.channel_name, {"type": CATCH_UP_MESSAGE_TYPE})
+        try:
+            while watched and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                watched = await database_sync_to_async(selectors.still_in_flight)(watched)
+            await self.channel_layer.send(self.channel_name, {"type": CATCH_UP_MESSAGE_TYPE})
+        except Exception:  # database or Redis trouble: the next push or ping repairs the gap instead
+            logger.warning("student %s: seam check failed", self.student_id, exc_info=True)
 
     async def _refresh_membership(self) -> None:
         """Re-join the group periodically: the channel layer forgets members after `group_expiry`, and a
@@ -318,10 +346,44 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
         assert self.student_id is not None
         while True:
             await asyncio.sleep(interval)
+            if not self.joined:  # left meanwhile (and this task's cancellation got lost): don't re-join
+                return
             try:
                 await self.channel_layer.group_add(student_group(self.student_id), self.channel_name)
             except Exception:  # Redis briefly down: try again next round, well before expiry
                 logger.warning("could not refresh group membership of student %s", self.student_id, exc_info=True)
+
+
+async def receive_cancellably(layer: Any, channel: str) -> dict[str, Any]:
+    """`layer.receive(channel)`, but a cancellation always ends it.
+
+    The read runs in an inner task. If this coroutine is cancelled, the inner read is cancelled again
+    until it has really finished, instead of trusting one cancellation to get through (see
+    `StudentEventsConsumer.__call__`).
+    """
+    inner = asyncio.ensure_future(layer.receive(channel))
+    try:
+        await asyncio.wait([inner])
+    except asyncio.CancelledError:
+        await cancel_and_wait(inner)
+        raise
+    message: dict[str, Any] = inner.result()
+    return message
+
+
+async def cancel_and_wait(task: "asyncio.Future[Any]", *, attempts: int = 50) -> None:
+    """Cancel `task` and wait for it to end, re-cancelling every 0.1 s: a cancellation can be lost
+    (Python 3.11 `asyncio.wait_for`) and a single `await task` would then wait as long as the task runs.
+    Gives up, with a warning, after `attempts` rounds."""
+    for _ in range(attempts):
+        if task.done():
+            break
+        task.cancel()
+        await asyncio.wait([task], timeout=0.1)
+    if not task.done():
+        logger.warning("a background task ignored cancellation: %r", task)
+    elif not task.cancelled() and task.exception() is not None:
+        logger.warning("background task failed", exc_info=task.exception())
 
 
 # The relay sends `{"type": PUSH_MESSAGE_TYPE, "events": [...]}`; the handler name must follow it.

@@ -8,6 +8,7 @@ done, a group membership, a log line) with a timeout.
 import asyncio
 import json
 import re
+import signal
 import socket
 import statistics
 import threading
@@ -388,6 +389,22 @@ def test_dead_peers_are_dropped_by_the_protocol_keepalive(processes: Processes, 
             alive.wait_for_seq(1)
     finally:
         dead.close()
+
+
+def test_every_connection_task_ends_so_the_server_can_shut_down(processes: Processes, student: Any) -> None:
+    """uvicorn's graceful shutdown waits for every connection's task. A consumer whose channel-layer
+    read swallowed its cancellation (Python 3.11 + redis-py, see StudentEventsConsumer.__call__)
+    would never end: a leaked task per short-lived connection, and a server that never stops."""
+    host = processes.server("web-exit")
+    for _ in range(5):
+        with StreamClient(host) as refused:
+            refused.wait_closed()
+    with StreamClient(host, token=token(student), after=0) as client:
+        ping(client)
+    server = processes.procs["web-exit"]
+    server.send_signal(signal.SIGTERM)
+    wait_until(lambda: server.poll() is not None, timeout=8, what="the server to exit")
+    assert "Exception in ASGI application" not in processes.log("web-exit")
 
 
 def test_application_ping_gets_a_pong_and_junk_is_ignored(stack: Stack, student: Any) -> None:
