@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -18,10 +19,21 @@ def _env_bool(name: str, default: bool) -> bool:
 
 
 DEBUG = _env_bool("DJANGO_DEBUG", False)
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dev-only-insecure-key-change-me" if DEBUG else "")
-if not SECRET_KEY:
-    # A dev fallback that is stable across processes of one checkout; production must set its own.
-    SECRET_KEY = "coursechain-local-" + str(BASE_DIR)
+# `dev.py run|test|manage` sets COURSECHAIN_DEV=1: local defaults for the secrets below. Without it
+# (production) a missing secret stops the process instead of accepting forged payments.
+DEV_DEFAULTS = _env_bool("COURSECHAIN_DEV", False)
+
+
+def _secret(name: str, dev_default: str) -> str:
+    value = os.environ.get(name, "")
+    if value:
+        return value
+    if DEV_DEFAULTS:
+        return dev_default
+    raise ImproperlyConfigured(f"{name} must be set (or COURSECHAIN_DEV=1 for local development)")
+
+
+SECRET_KEY = _secret("DJANGO_SECRET_KEY", "coursechain-dev-only-" + str(BASE_DIR))
 ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "*").split(",")
 
 INSTALLED_APPS = [
@@ -162,7 +174,7 @@ READ_CACHE_TTL_SECONDS = int(os.environ.get("READ_CACHE_TTL_SECONDS", "3600"))
 
 # Webhook: comma-separated secrets so two can be active during a rotation.
 PAYMENT_WEBHOOK_SECRETS = [
-    s.strip() for s in os.environ.get("PAYMENT_WEBHOOK_SECRET", "whsec_dev_only").split(",") if s.strip()
+    s.strip() for s in _secret("PAYMENT_WEBHOOK_SECRET", "whsec_dev_only").split(",") if s.strip()
 ]
 PAYMENT_WEBHOOK_TOLERANCE_SECONDS = 300
 

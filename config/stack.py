@@ -96,6 +96,7 @@ def _env(services: EmbeddedServices, *, redis_name: str = "redis") -> dict[str, 
         services.start(env, redis_name=redis_name)
     env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env.setdefault("COURSECHAIN_DEV", "1")  # local defaults for the secrets (see config/settings.py)
     return env
 
 

@@ -14,6 +14,8 @@ from functools import lru_cache
 
 import redis
 from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 _FILL = """
 local floor = tonumber(redis.call('HGET', KEYS[1], 'floor') or '0')
@@ -39,7 +41,11 @@ return floor
 
 @lru_cache(maxsize=1)
 def _client() -> redis.Redis:
-    return redis.Redis.from_url(settings.READ_CACHE_URL, socket_timeout=5, socket_connect_timeout=5)
+    # No client-side retries: during an outage a read falls back to the database at once and the
+    # relay's invalidation fails fast and is retried by the relay (redis-py 8 retries 3x by default).
+    return redis.Redis.from_url(
+        settings.READ_CACHE_URL, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
+    )
 
 
 def _key(student_id: int) -> str:
