@@ -32,6 +32,30 @@ from purchases.webhook import sign
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture
+def eager_celery() -> Iterator[None]:
+    """Run handler tasks inline, inside the relay's step (for in-process relay tests)."""
+    from config.celery import app as celery_app
+
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+def buy(student: Any, course: Course, payment_id: str = "pay_1", *, actor: str = "test") -> Any:
+    """A purchase through the service, as the webhook would make it."""
+    from purchases.services import purchase_create
+
+    return purchase_create(
+        payment_id=payment_id,
+        student_id=student.pk,
+        course_id=course.pk,
+        amount=Decimal("1"),
+        currency="EUR",
+        actor=actor,
+    ).purchase
+
+
 @pytest.fixture(autouse=True)
 def _clean_redis() -> Iterator[None]:
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
@@ -173,7 +197,7 @@ class Processes:
             **env,
         )
 
-    def server(self, name: str = "web", port: int | None = None, **env: str) -> str:
+    def server(self, name: str = "web", port: int | None = None, /, **env: str) -> str:
         port = port or free_port()
         self.start(
             name,

@@ -4,8 +4,6 @@ Every request goes through the real admin (test client, logged-in superuser, rea
 on the real database, so the deferred outbox trigger checks each COMMIT.
 """
 
-from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -19,23 +17,15 @@ from django.urls import reverse
 
 from allocation.admin import TrainerForm
 from allocation.models import Trainer
-from config.celery import app as celery_app
 from outbox.models import Delivery, OutboxEvent
 from outbox.relay import Relay
 from purchases.errors import UnknownStudent
 from purchases.models import Course, Purchase
-from purchases.services import purchase_create
+from tests.conftest import buy
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
 ADD_URL = "/admin/purchases/purchase/add/"
 CHANGELIST_URL = "/admin/purchases/purchase/"
-
-
-@pytest.fixture(autouse=True)
-def eager_celery() -> Iterator[None]:
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
 
 
 @pytest.fixture
@@ -48,17 +38,6 @@ def ops(db: None) -> Client:
 
 def add_purchase(ops: Client, **fields: Any) -> Any:
     return ops.post(ADD_URL, {"amount": "", "currency": "", "_save": "Save", **fields})
-
-
-def buy(student: Any, course: Course, payment_id: str) -> Purchase:
-    return purchase_create(
-        payment_id=payment_id,
-        student_id=student.pk,
-        course_id=course.pk,
-        amount=Decimal("1"),
-        currency="EUR",
-        actor="test",
-    ).purchase
 
 
 def act(ops: Client, action: str, purchases: list[Purchase], **extra: str) -> Any:

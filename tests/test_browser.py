@@ -84,7 +84,7 @@ def test_the_page_updates_live_and_resumes_after_the_server_dies(
             currency="EUR",
             actor="test",
         )
-        processes.server(name="web-again", port=port)
+        processes.server("web-again", port)
         expect(state).to_have_attribute("data-state", "live", timeout=15000)
         expect(student_page.locator(".purchase")).to_have_count(2, timeout=5000)
         for item in student_page.locator(".purchase").all():

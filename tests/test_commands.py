@@ -4,7 +4,6 @@ Also `resync_student`, and the commands' errors and exit codes."""
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from decimal import Decimal
 from io import StringIO
 from typing import Any
@@ -17,21 +16,13 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from allocation.models import Trainer
-from config.celery import app as celery_app
 from outbox.models import OutboxEvent
 from outbox.relay import Relay
 from purchases.models import Course, Purchase
 from tests.conftest import ROOT, process_env, signature, wait_until, webhook_body
 from tests.listeners import GroupListener
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def eager_celery() -> Iterator[None]:
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
 
 
 def run(*args: Any) -> str:

@@ -2,9 +2,7 @@
 of dead (and failing) deliveries, and retention that keeps what dedupe and diagnosis need."""
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
-from decimal import Decimal
 from io import StringIO
 from typing import Any
 
@@ -16,32 +14,13 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from allocation.models import Trainer
-from config.celery import app as celery_app
 from outbox import operations
 from outbox.models import Delivery, InboxEntry, OutboxEvent
 from outbox.relay import Relay
 from purchases.models import Course
-from purchases.services import purchase_create
+from tests.conftest import buy
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def eager_celery() -> Iterator[None]:
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
-
-
-def buy(student: Any, course: Course, payment_id: str) -> None:
-    purchase_create(
-        payment_id=payment_id,
-        student_id=student.pk,
-        course_id=course.pk,
-        amount=Decimal("1"),
-        currency="EUR",
-        actor="t",
-    )
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
 
 
 def outbox(*args: str) -> tuple[str, str]:
@@ -62,7 +41,7 @@ def dead_letter(student: Any, course: Course, payment_id: str, monkeypatch: pyte
         return real(purchase_id=purchase_id, cause=cause)
 
     monkeypatch.setattr(services, "trainer_allocate", broken)
-    buy(student, course, payment_id)
+    buy(student, course, payment_id, actor="t")
     with override_settings(OUTBOX_MAX_ATTEMPTS=1):
         Relay().drain()
     return Delivery.objects.get(sink="allocation.allocate_trainer", event__correlation_id=payment_id)
@@ -74,7 +53,7 @@ def test_status_shows_lag_and_open_deliveries_per_sink(
     dead = dead_letter(make_student(), course, "pay_dead", monkeypatch)
     assert dead.status == "dead"
     waiting = make_student()
-    buy(waiting, course, "pay_waiting")  # no relay runs: due, unclaimed
+    buy(waiting, course, "pay_waiting", actor="t")  # no relay runs: due, unclaimed
     Delivery.objects.filter(event__correlation_id="pay_waiting").update(
         available_at=timezone.now() - timedelta(seconds=42)
     )
@@ -93,7 +72,7 @@ def test_status_shows_lag_and_open_deliveries_per_sink(
 
 
 def test_status_reads_open_deliveries_through_the_partial_index(student: Any, course: Course) -> None:
-    buy(student, course, "pay_1")
+    buy(student, course, "pay_1", actor="t")
     with CaptureQueriesContext(connection) as queries:
         operations.outbox_status()
     (grouped,) = [q["sql"] for q in queries if "outbox_delivery" in q["sql"]]
@@ -168,7 +147,7 @@ def test_purge_deletes_old_delivered_chains_in_batches_and_keeps_open_ones(
 ) -> None:
     students = [make_student() for _ in range(3)]
     for i, s in enumerate(students):
-        buy(s, course, f"pay_old_{i}")
+        buy(s, course, f"pay_old_{i}", actor="t")
     Relay().drain()
     dead_letter(make_student(), course, "pay_stuck", monkeypatch)  # an open chain
     old = timezone.now() - timedelta(days=8)
@@ -189,5 +168,5 @@ def test_purge_deletes_old_delivered_chains_in_batches_and_keeps_open_ones(
     assert InboxEntry.objects.count() == 2
     assert not Delivery.objects.filter(event__correlation_id__startswith="pay_old").exists()
     # Seqs continue after a purge: the per-student counters are untouched.
-    buy(students[0], course, "pay_after_purge")
+    buy(students[0], course, "pay_after_purge", actor="t")
     assert OutboxEvent.objects.get(correlation_id="pay_after_purge").seq == 4

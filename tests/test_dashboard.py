@@ -1,7 +1,5 @@
 """The cached dashboard: hit on the second read, fresh after the relay, safe against the fill race."""
 
-from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -10,37 +8,18 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from allocation.models import Trainer
-from config.celery import app as celery_app
 from outbox import readcache
 from outbox.relay import Relay
 from purchases.models import Course
 from purchases.selectors import DASHBOARD_VIEW, dashboard_build
-from purchases.services import purchase_create
+from tests.conftest import buy
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
 URL = "/api/v1/me/dashboard"
-
-
-@pytest.fixture(autouse=True)
-def eager_celery() -> Iterator[None]:
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
 
 
 def auth(student: Any) -> dict[str, str]:
     return {"Authorization": f"Token {student.auth_token.key}"}
-
-
-def buy(student: Any, course: Course, payment_id: str = "pay_1") -> None:
-    purchase_create(
-        payment_id=payment_id,
-        student_id=student.pk,
-        course_id=course.pk,
-        amount=Decimal("1"),
-        currency="EUR",
-        actor="test",
-    )
 
 
 def test_requires_a_token(client: Client) -> None:

@@ -1,6 +1,5 @@
 """/healthz and /metrics."""
 
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -9,20 +8,12 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from config.celery import app as celery_app
 from outbox.models import Delivery, RelayHeartbeat
 from outbox.relay import Relay
 from purchases.models import Course
 from purchases.services import purchase_create
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def eager_celery() -> Iterator[None]:
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
 
 
 def test_healthz_needs_a_live_relay(client: Client) -> None:

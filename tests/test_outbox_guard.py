@@ -1,6 +1,5 @@
 """Invariant 1: no state without its event, enforced by PostgreSQL at COMMIT."""
 
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -10,21 +9,10 @@ from allocation.models import Allocation, Trainer
 from outbox.models import OutboxEvent
 from outbox.services import Cause, OutboxError, emit
 from purchases.models import Course, Payment, Purchase
-from purchases.services import purchase_create
 from sessions_app.models import TrainingSession
+from tests.conftest import buy
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _purchase(student: Any, course: Course, payment_id: str = "pay_1") -> Purchase:
-    return purchase_create(
-        payment_id=payment_id,
-        student_id=student.pk,
-        course_id=course.pk,
-        amount=Decimal("1"),
-        currency="EUR",
-        actor="test",
-    ).purchase
 
 
 def test_emit_outside_a_transaction_raises(student: Any) -> None:
@@ -48,7 +36,7 @@ def test_model_create_from_a_shell_fails_at_commit(student: Any, course: Course)
 
 
 def test_queryset_update_fails_at_commit(student: Any, course: Course) -> None:
-    purchase = _purchase(student, course)
+    purchase = buy(student, course)
     with pytest.raises(IntegrityError, match="outbox guard"):
         Purchase.objects.filter(pk=purchase.pk).update(status=Purchase.Status.REFUNDED)
     purchase.refresh_from_db()
@@ -56,7 +44,7 @@ def test_queryset_update_fails_at_commit(student: Any, course: Course) -> None:
 
 
 def test_raw_sql_fails_at_commit(student: Any, course: Course) -> None:
-    purchase = _purchase(student, course)
+    purchase = buy(student, course)
     with pytest.raises(IntegrityError, match="outbox guard"), connection.cursor() as cursor:
         cursor.execute("UPDATE purchases_purchase SET status = 'active' WHERE id = %s", [purchase.pk])
     with pytest.raises(IntegrityError, match="outbox guard"), connection.cursor() as cursor:
@@ -66,7 +54,7 @@ def test_raw_sql_fails_at_commit(student: Any, course: Course) -> None:
 
 def test_the_guard_fires_at_commit_not_at_the_statement(student: Any, course: Course) -> None:
     """A transaction that writes the row first and its event later is fine: the check is deferred."""
-    purchase = _purchase(student, course)
+    purchase = buy(student, course)
     with transaction.atomic():
         Purchase.objects.filter(pk=purchase.pk).update(status=Purchase.Status.WAITLISTED)
         emit(
@@ -81,7 +69,7 @@ def test_the_guard_fires_at_commit_not_at_the_statement(student: Any, course: Co
 
 
 def test_an_event_for_another_purchase_does_not_cover_the_change(student: Any, course: Course) -> None:
-    first, second = _purchase(student, course, "pay_a"), _purchase(student, course, "pay_b")
+    first, second = buy(student, course, "pay_a"), buy(student, course, "pay_b")
     with pytest.raises(IntegrityError, match="outbox guard"), transaction.atomic():
         Purchase.objects.filter(pk=first.pk).update(status=Purchase.Status.WAITLISTED)
         emit(
@@ -95,7 +83,7 @@ def test_an_event_for_another_purchase_does_not_cover_the_change(student: Any, c
 
 
 def test_allocation_and_session_tables_are_guarded(student: Any, course: Course) -> None:
-    purchase = _purchase(student, course)
+    purchase = buy(student, course)
     trainer = Trainer.objects.create(name="T", capacity=3)
     with pytest.raises(IntegrityError, match="outbox guard"):
         Allocation.objects.create(purchase=purchase, trainer=trainer)
@@ -107,7 +95,7 @@ def test_allocation_and_session_tables_are_guarded(student: Any, course: Course)
 
 
 def test_the_service_passes_the_guard_and_writes_its_event(student: Any, course: Course) -> None:
-    purchase = _purchase(student, course)
+    purchase = buy(student, course)
     event = OutboxEvent.objects.get(aggregate_type="purchase", aggregate_id=str(purchase.pk))
     assert event.type == "purchase.created"
     assert event.seq == 1

@@ -1,39 +1,19 @@
 """Refunds free the trainer's place, cancel future sessions and promote the waitlist, via the outbox."""
 
-from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from allocation.models import Trainer
-from config.celery import app as celery_app
 from outbox.models import OutboxEvent
 from outbox.relay import Relay
 from purchases.errors import UnknownPayment
-from purchases.models import Course, Purchase
-from purchases.services import purchase_create, purchase_refund
+from purchases.models import Course
+from purchases.services import purchase_refund
 from sessions_app.models import TrainingSession
+from tests.conftest import buy
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def eager_celery() -> Iterator[None]:
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
-
-
-def buy(student: Any, course: Course, payment_id: str) -> Purchase:
-    return purchase_create(
-        payment_id=payment_id,
-        student_id=student.pk,
-        course_id=course.pk,
-        amount=Decimal("1"),
-        currency="EUR",
-        actor="test",
-    ).purchase
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
 
 
 def test_refund_frees_capacity_and_the_waitlisted_purchase_gets_it(make_student: Any, course: Course) -> None:

@@ -1,7 +1,5 @@
 """The relay in-process (Celery tasks run eagerly): order, invalidation before push, inbox, retries."""
 
-from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -9,34 +7,14 @@ from django.db import connection
 from django.test import override_settings
 
 from allocation.models import Allocation, Trainer
-from config.celery import app as celery_app
 from outbox import deliveries
 from outbox.models import Delivery, InboxEntry, OutboxEvent
 from outbox.relay import Relay
 from purchases.models import Course
-from purchases.services import purchase_create
-from tests.conftest import wait_until
+from tests.conftest import buy, wait_until
 from tests.listeners import GroupListener
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def eager_celery() -> Iterator[None]:
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
-
-
-def buy(student: Any, course: Course, payment_id: str) -> int:
-    return purchase_create(
-        payment_id=payment_id,
-        student_id=student.pk,
-        course_id=course.pk,
-        amount=Decimal("1"),
-        currency="EUR",
-        actor="test",
-    ).purchase.pk
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
 
 
 def test_the_chain_is_delivered_in_order_with_causation(student: Any, course: Course, trainer: Trainer) -> None:

@@ -2,9 +2,7 @@
 did or did not update: healthy, a failing handler, a dead letter, no relay, a live lease, a blocked stream."""
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
-from decimal import Decimal
 from io import StringIO
 from typing import Any
 
@@ -14,33 +12,14 @@ from django.test import override_settings
 from django.utils import timezone
 
 from allocation.models import Trainer
-from config.celery import app as celery_app
 from outbox import deliveries
 from outbox.models import Delivery
 from outbox.relay import Relay
 from outbox.trace import payment_trace
 from purchases.models import Course
-from purchases.services import purchase_create
+from tests.conftest import buy
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def eager_celery() -> Iterator[None]:
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
-
-
-def buy(student: Any, course: Course, payment_id: str) -> None:
-    purchase_create(
-        payment_id=payment_id,
-        student_id=student.pk,
-        course_id=course.pk,
-        amount=Decimal("1"),
-        currency="EUR",
-        actor="command:fix_purchase",
-    )
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
 
 
 def trace(payment_id: str) -> str:
@@ -65,7 +44,7 @@ def failing_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_healthy_chain(student: Any, course: Course, trainer: Trainer) -> None:
-    buy(student, course, "pay_ok")
+    buy(student, course, "pay_ok", actor="command:fix_purchase")
     Relay().drain()
     text = trace("pay_ok")
     assert text.startswith("Payment pay_ok: 3 event(s)")
@@ -92,7 +71,7 @@ def test_a_healthy_chain(student: Any, course: Course, trainer: Trainer) -> None
 def test_a_chain_stuck_on_a_failing_handler(
     student: Any, course: Course, trainer: Trainer, failing_sessions: None
 ) -> None:
-    buy(student, course, "pay_failing")
+    buy(student, course, "pay_failing", actor="command:fix_purchase")
     with override_settings(OUTBOX_BACKOFF_BASE_SECONDS=20, OUTBOX_BACKOFF_MAX_SECONDS=20):
         Relay().drain()
     line = verdict("pay_failing")
@@ -108,7 +87,7 @@ def test_a_chain_stuck_on_a_failing_handler(
 def test_a_dead_letter_names_the_retry_command_which_fixes_it(
     student: Any, course: Course, trainer: Trainer, monkeypatch: pytest.MonkeyPatch, failing_sessions: None
 ) -> None:
-    buy(student, course, "pay_dead")
+    buy(student, course, "pay_dead", actor="command:fix_purchase")
     with override_settings(OUTBOX_MAX_ATTEMPTS=3, OUTBOX_BACKOFF_BASE_SECONDS=0, OUTBOX_BACKOFF_MAX_SECONDS=0):
         relay = Relay()
         for _ in range(4):
@@ -127,7 +106,7 @@ def test_a_dead_letter_names_the_retry_command_which_fixes_it(
 
 
 def test_a_chain_whose_relay_is_not_running(student: Any, course: Course) -> None:
-    buy(student, course, "pay_norelay")  # emitted, nothing claimed
+    buy(student, course, "pay_norelay", actor="command:fix_purchase")  # emitted, nothing claimed
     fresh = verdict("pay_norelay")
     assert fresh.startswith("Verdict: IN PROGRESS: #1 purchase.created -> realtime (cache invalidation + push")
     assert "no relay has claimed anything since it was emitted" in fresh
@@ -143,7 +122,7 @@ def test_a_chain_whose_relay_is_not_running(student: Any, course: Course) -> Non
 
 
 def test_a_delivery_in_flight_shows_its_relay_and_lease(student: Any, course: Course) -> None:
-    buy(student, course, "pay_flight")
+    buy(student, course, "pay_flight", actor="command:fix_purchase")
     deliveries.claim(relay_id="relay-7:123", limit=10)  # claimed, not settled yet
     line = verdict("pay_flight")
     assert line.startswith(
@@ -170,8 +149,8 @@ def test_a_chain_waiting_behind_another_payment_of_the_same_student(
         return real(purchase_id=purchase_id, cause=cause)
 
     monkeypatch.setattr(services, "trainer_allocate", allocate)
-    buy(student, course, "pay_poison")
-    buy(student, course, "pay_behind")
+    buy(student, course, "pay_poison", actor="command:fix_purchase")
+    buy(student, course, "pay_behind", actor="command:fix_purchase")
     with override_settings(OUTBOX_MAX_ATTEMPTS=2, OUTBOX_BACKOFF_BASE_SECONDS=0, OUTBOX_BACKOFF_MAX_SECONDS=0):
         relay = Relay()
         for _ in range(4):
@@ -186,7 +165,7 @@ def test_a_chain_waiting_behind_another_payment_of_the_same_student(
 
 
 def test_json_output_and_unknown_payments(student: Any, course: Course, trainer: Trainer) -> None:
-    buy(student, course, "pay_json")
+    buy(student, course, "pay_json", actor="command:fix_purchase")
     Relay().drain()
     out = StringIO()
     call_command("trace", "pay_json", "--json", stdout=out)
