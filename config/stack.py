@@ -310,6 +310,8 @@ def _print_banner(base: str, port: str, demo: dict[str, list[dict[str, object]]]
     lines = [
         "",
         f"Ready in {took:.1f} s: web + relay + worker. Ctrl-C stops everything.",
+        f"  Open {student['email']}'s live page, then pay (below) or add a purchase in the admin:",
+        f"    {base}/?token={student['token']}",
         f"  API docs    {base}/api/docs/",
         f"  Admin       {base}/admin/   (create a login: python3 dev.py manage createsuperuser)",
         "  Demo students (API token; the WebSocket takes it as ?token=):",
