@@ -54,7 +54,6 @@ logger = logging.getLogger(__name__)
 BAD_REQUEST = 4400
 UNAUTHORIZED = 4401
 GONE = 4410
-INTERNAL_ERROR = 1011
 
 REPLAY_PAGE = 500
 PING_CATCH_UP_INTERVAL = 1.0  # seconds
