@@ -1,0 +1,5 @@
+from benchmarks.harness import Context, Result
+
+
+def run(ctx: Context) -> Result:
+    return Result("history")

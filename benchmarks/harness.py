@@ -1,0 +1,389 @@
+"""Shared machinery of the benchmarks: bench databases, child processes, Redis, figures.
+
+The orchestrator (`python -m benchmarks`) never sets Django up: it talks to PostgreSQL with psycopg,
+to Redis with redis-py, and runs everything Django-side in child processes (`benchmarks.builder`, the
+ASGI server, relays, Celery workers), each pointed at a database of its own named `bench_*`.
+"""
+
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+SETTINGS = "benchmarks.settings"
+WEBHOOK_SECRET = "whsec_bench_only"  # the child processes get it as PAYMENT_WEBHOOK_SECRET
+DB_PREFIX = "bench_"
+NAIVE_WEBHOOK_PATH = "bench/naive/webhook"  # mounted by benchmarks.urls
+
+
+def log(text: str) -> None:
+    """Progress goes to stderr, so stdout carries only the table."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# -- figures --------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Linear-interpolated percentile (p in 0..100) of unsorted values; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * p / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass
+class Row:
+    """One line of the table (and of the JSON): a figure, its unit and, if any, its target."""
+
+    case: str
+    figure: str
+    value: float
+    unit: str
+    target: str = ""
+    met: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "case": self.case,
+            "figure": self.figure,
+            "value": None if math.isnan(self.value) else round(self.value, 3),
+            "unit": self.unit,
+            "target": self.target,
+            "met": self.met,
+        }
+
+
+@dataclass
+class Result:
+    name: str
+    rows: list[Row] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str = ""
+
+    def add(self, case: str, figure: str, value: float, unit: str, *, target: str = "", met: bool | None = None) -> Row:
+        row = Row(case, figure, value, unit, target, met)
+        self.rows.append(row)
+        return row
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+
+
+def with_dbname(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+class Postgres:
+    """Creates, clones and drops `bench_*` databases on the server DATABASE_URL names."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.created: list[str] = []
+
+    def url(self, name: str) -> str:
+        return with_dbname(self.base_url, name)
+
+    def _admin(self) -> psycopg.Connection[tuple[Any, ...]]:
+        return psycopg.connect(self.url("postgres"), autocommit=True)
+
+    def create(self, name: str, *, template: str | None = None) -> str:
+        """A fresh database (dropping a leftover of the same name), empty or cloned from `template`."""
+        assert name.startswith(DB_PREFIX), name
+        with self._admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if name not in self.created:
+                self.created.append(name)
+            admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        return self.url(name)
+
+    def drop(self, name: str) -> None:
+        assert name.startswith(DB_PREFIX), name
+        with self._admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if name in self.created:
+            self.created.remove(name)
+
+    def drop_all(self) -> None:
+        for name in list(reversed(self.created)):
+            with contextlib.suppress(psycopg.Error):
+                self.drop(name)
+
+    def connect(self, name: str) -> psycopg.Connection[tuple[Any, ...]]:
+        return psycopg.connect(self.url(name), autocommit=True)
+
+    def scalar(self, name: str, sql: str, params: Any = None) -> Any:
+        with self.connect(name) as conn:
+            row = conn.execute(sql, params).fetchone()
+        return row[0] if row else None
+
+
+# -- Redis ----------------------------------------------------------------------------------------
+
+
+def flush_redis(url: str) -> None:
+    """Empty the one Redis database REDIS_URL names (the benchmarks' own)."""
+    redis.Redis.from_url(url).flushdb()
+
+
+# -- processes ------------------------------------------------------------------------------------
+
+
+class Proc:
+    def __init__(self, name: str, popen: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.name = name
+        self.popen = popen
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+
+class Processes:
+    """Every child process a benchmark starts, each in its own session (so a Ctrl-C at the terminal
+    reaches only the orchestrator, which then stops them in order). `stop_all` sends SIGTERM, waits,
+    then SIGKILLs the child's own process group (a Celery worker's pool children included)."""
+
+    def __init__(self, log_dir: Path, base_env: dict[str, str], *, profile: list[str] | None = None) -> None:
+        self.log_dir = log_dir
+        self.base_env = base_env
+        self.procs: list[Proc] = []
+        # py-spy (BENCH_PYSPY=<path to py-spy>) samples the children whose name starts with one of these.
+        self.profile = profile or []
+        self.pyspy = os.environ.get("BENCH_PYSPY", "py-spy")
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def env(self, database_url: str, **extra: str) -> dict[str, str]:
+        env = dict(self.base_env)
+        env.update(DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE=SETTINGS, PYTHONUNBUFFERED="1")
+        env.update(extra)
+        return env
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
+        log_path = self.log_dir / f"{name}.log"
+        with open(log_path, "wb") as out:
+            popen = subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        proc = Proc(name, popen, log_path)
+        self.procs.append(proc)
+        if any(name.startswith(p) for p in self.profile):
+            self._attach_profiler(proc)
+        return proc
+
+    def _attach_profiler(self, proc: Proc) -> None:
+        """py-spy records `proc` (and its children) until it exits, as collapsed stacks (see profile.py)."""
+        out = self.log_dir.parent / "profiles" / f"{proc.name}.txt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        args = [self.pyspy, "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "250"]
+        args += ["--subprocesses", "--nonblocking", "--idle", "-o", str(out)]
+        with open(self.log_dir / f"pyspy-{proc.name}.log", "wb") as spy_log:
+            popen = subprocess.Popen(args, stdout=spy_log, stderr=subprocess.STDOUT, start_new_session=True)
+        # Registered after its target, so stop_all() stops the target first and py-spy writes its file.
+        self.procs.append(Proc(f"pyspy-{proc.name}", popen, self.log_dir / f"pyspy-{proc.name}.log"))
+        log(f"profiling {proc.name} into {out}")
+
+    def run(self, name: str, args: list[str], env: dict[str, str], *, timeout: float) -> str:
+        """Run a child to completion (bounded by `timeout`); returns its output, raises if it failed."""
+        proc = self.start(name, args, env)
+        try:
+            proc.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            self.stop(proc)
+            raise BenchError(f"{name} did not finish within {timeout:.0f} s") from exc
+        finally:
+            if proc in self.procs and not proc.alive():
+                self.procs.remove(proc)
+        if proc.popen.returncode != 0:
+            raise BenchError(f"{name} failed (exit {proc.popen.returncode}):\n{proc.tail()}")
+        return proc.output()
+
+    def server(self, name: str, env: dict[str, str], *, workers: int = 1) -> tuple[Proc, int]:
+        port = free_port()
+        args = [
+            PY,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--lifespan",
+            "off",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+        if workers > 1:
+            args += ["--workers", str(workers)]
+        proc = self.start(name, args, env)
+        wait_for(lambda: _port_open(port), timeout=60, what=f"{name} to listen", procs=[proc])
+        return proc, port
+
+    def relay(self, name: str, env: dict[str, str]) -> Proc:
+        proc = self.start(name, [PY, "manage.py", "run_relay"], env)
+        return proc
+
+    def worker(self, name: str, env: dict[str, str], *, concurrency: int = 2) -> Proc:
+        args = [
+            PY,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            str(concurrency),
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"{name}@%h",
+        ]
+        return self.start(name, args, env)
+
+    def wait_ready(self, procs: list[Proc], marker: str, *, timeout: float = 60) -> None:
+        wait_for(lambda: all(marker in p.output() for p in procs), timeout=timeout, what=marker, procs=procs)
+
+    def stop(self, proc: Proc, grace: float = 15.0) -> None:
+        if proc.name.startswith("pyspy-") and proc.alive():
+            # py-spy writes its file when its target exits (stopped before it); nudge it if it hangs.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout=20)
+            if proc.alive():
+                proc.popen.send_signal(signal.SIGINT)
+        if proc.alive():
+            with contextlib.suppress(ProcessLookupError):
+                proc.popen.send_signal(signal.SIGTERM)
+            try:
+                proc.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                log(f"{proc.name} did not stop within {grace:.0f} s; killing its process group")
+        # The child leads its own process group: take down anything it left behind (pool children).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.popen.wait(timeout=5)
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    def stop_all(self) -> None:
+        running = [p for p in self.procs if p.alive()]
+        for proc in [p for p in running if not p.name.startswith("pyspy-")]:  # all at once, in parallel
+            with contextlib.suppress(ProcessLookupError):
+                proc.popen.send_signal(signal.SIGTERM)
+        for proc in list(self.procs):
+            self.stop(proc)
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator["Processes"]:
+        """Stop every process started inside the block when it ends, however it ends."""
+        before = set(map(id, self.procs))
+        try:
+            yield self
+        finally:
+            for proc in [p for p in self.procs if id(p) not in before]:
+                self.stop(proc)
+
+
+def wait_for(
+    predicate: Callable[[], Any], *, timeout: float, what: str, procs: list[Proc] | None = None, every: float = 0.1
+) -> Any:
+    """Poll until `predicate()` is truthy; fail after `timeout` s or as soon as a watched process dies."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        for proc in procs or []:
+            if not proc.alive():
+                raise BenchError(f"{proc.name} exited while waiting for {what}:\n{proc.tail()}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# -- context --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Context:
+    """What every benchmark gets: the servers, its processes, the mode and where to leave logs."""
+
+    pg: Postgres
+    procs: Processes
+    redis_url: str
+    quick: bool
+    template: str
+    out_dir: Path
+
+    def env(self, db: str, **extra: str) -> dict[str, str]:
+        return self.procs.env(self.pg.url(db), **extra)
+
+    def build(self, db: str, spec: dict[str, Any], *, timeout: float = 900) -> dict[str, Any]:
+        """Run `benchmarks.builder` against `db` with `spec`; returns what it printed (JSON)."""
+        out = self.procs.run(
+            f"builder-{db}", [PY, "-m", "benchmarks.builder", json.dumps(spec)], self.env(db), timeout=timeout
+        )
+        for line in reversed(out.splitlines()):
+            if line.startswith("{"):
+                parsed: dict[str, Any] = json.loads(line)
+                return parsed
+        raise BenchError(f"builder printed no result:\n{out[-2000:]}")
