@@ -126,6 +126,10 @@ def _short(path: Path) -> str:
 # -- run ------------------------------------------------------------------------------------------
 
 
+# As in the Procfile: protocol pings drop dead peers; no client message is anywhere near 64 KiB.
+WS_FLAGS = ["--ws-ping-interval", "20", "--ws-ping-timeout", "20", "--ws-max-size", "65536"]
+
+
 def procfile_commands(port: str) -> dict[str, list[str]]:
     """The Procfile's three processes, tuned for a laptop (loopback only, quick worker start)."""
     return {
@@ -141,6 +145,7 @@ def procfile_commands(port: str) -> dict[str, list[str]]:
             "--lifespan",
             "off",
             "--no-access-log",
+            *WS_FLAGS,
         ],
         "relay": [PY, "manage.py", "run_relay"],
         "worker": [

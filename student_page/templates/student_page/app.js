@@ -7,6 +7,10 @@
   let lastSeq = 0;
   let retryDelay = 500;
   let socket = null;
+  let pingTimer = null;
+  let pongDeadline = null;
+  const PING_EVERY_MS = 20000;
+  const PONG_WITHIN_MS = 10000;
 
   const $ = (id) => document.getElementById(id);
 
@@ -72,10 +76,11 @@
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const url = scheme + "://" + location.host + "/ws/events/?token=" + encodeURIComponent(token) + "&after=" + lastSeq;
     socket = new WebSocket(url);
-    socket.onopen = () => { retryDelay = 500; setState("live", "live"); };
+    socket.onopen = () => { retryDelay = 500; setState("live", "live"); startPinging(); };
     socket.onmessage = async (message) => {
       const event = JSON.parse(message.data);
-      if (typeof event.seq !== "number") return; // pong or other control frames
+      if (event.type === "pong") { clearTimeout(pongDeadline); return; }
+      if (typeof event.seq !== "number") return; // other control frames
       if (event.seq <= lastSeq) return; // already seen (a replay overlapping a push)
       lastSeq = event.seq;
       $("last-seq").textContent = String(lastSeq);
@@ -83,11 +88,31 @@
       await refreshDashboard(); // the relay invalidated the cache before pushing: this is fresh
     };
     socket.onclose = (close) => {
+      stopPinging();
       if (close.code === 4401) { setState("offline", "not authorised"); showLogin("That token is not valid."); return; }
       setState("reconnecting", "reconnecting…");
-      setTimeout(connect, retryDelay);
+      // 4400 (cursor ahead of the stream) / 4410 (cursor purged): start over from a fresh dashboard.
+      const next = close.code === 4400 || close.code === 4410 ? start : connect;
+      setTimeout(next, retryDelay);
       retryDelay = Math.min(retryDelay * 2, 10000);
     };
+  }
+
+  // An application ping finds a half-open connection that the browser would not notice (and makes
+  // the server catch up on anything a dropped push missed).
+  function startPinging() {
+    stopPinging();
+    pingTimer = setInterval(() => {
+      if (!socket || socket.readyState !== WebSocket.OPEN) return;
+      socket.send(JSON.stringify({ type: "ping" }));
+      clearTimeout(pongDeadline);
+      pongDeadline = setTimeout(() => socket.close(), PONG_WITHIN_MS);
+    }, PING_EVERY_MS);
+  }
+
+  function stopPinging() {
+    clearInterval(pingTimer);
+    clearTimeout(pongDeadline);
   }
 
   function showLogin(message) {
