@@ -33,7 +33,8 @@ def run(ctx: Context) -> Result:
         src = f"bench_drain_{size}"
         ctx.pg.create(src, template=ctx.template)
         log(f"drain: building {size:,} events over {students:,} students")
-        built = ctx.build(src, {"seed": {"students": students}, "backlog": {"events": size}, "vacuum": True})
+        spec = {"seed": {"students": students}, "backlog": {"events": size}, "vacuum": True}
+        built = ctx.build(src, spec, parallel=1 if ctx.quick else 2)
         log(f"drain: built in {sum(built['timings'].values()):.0f} s ({built['timings']})")
         for relays in (1, 2):
             db = f"{src}_r{relays}"

@@ -1,5 +1,213 @@
-from benchmarks.harness import Context, Result
+"""3. Commit-to-socket latency at a steady 50 purchases/s with 200 connected WebSocket clients.
+
+The real stack on a fresh database: one uvicorn server (`config.asgi:application`), one relay, one
+Celery worker (prefork, 2 processes) running the real handlers (allocation, sessions), 200 students
+with one WebSocket each (the `websockets` library, `ws://127.0.0.1:<port>/ws/events/?token=<key>`,
+live only). Webhooks go out open-loop at 50/s (each at its scheduled time, whatever the previous ones
+are doing), round-robin over the 200 students, for 60 s (8 s in --quick), after 2 s of warm-up.
+Two cases: the product's layout (webhooks and sockets on one web process), and the webhooks sent to
+a second web process, so that the one serving the sockets runs no Django views.
+
+Commit time: the server runs with BENCH_COMMIT_STAMP=1, so each webhook response carries
+`X-Bench-Committed-At`, the server's clock taken after the view returned, that is after its COMMIT
+(a fraction of a millisecond later). Latency = the client's clock when the `purchase.created` frame
+arrives minus that stamp (same machine, same clock), so it slightly understates the true figure. As a
+bound from the other side, "from event created_at" is measured from the event's `occurred_at`,
+taken before its INSERT, so it overstates by the rest of the transaction.
+"""
+
+import asyncio
+import contextlib
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+from benchmarks.harness import Context, Result, flush_redis, log, percentile
+from benchmarks.loadgen import HttpConnection, webhook_request
+from benchmarks.middleware import COMMIT_STAMP_HEADER
+
+RATE = 50.0
+CLIENTS = 200
+TARGET_P99_MS = 50.0
+WEBHOOK = "/api/v1/payments/webhook"
 
 
 def run(ctx: Context) -> Result:
-    return Result("latency")
+    result = Result("latency")
+    seconds = 8.0 if ctx.quick else 60.0
+    src = "bench_latency"
+    ctx.pg.create(src, template=ctx.template)
+    seeded = ctx.build(src, {"seed": {"students": CLIENTS, "trainers": 10}, "vacuum": True})
+    try:
+        for split in (False, True):
+            _one_case(ctx, result, src, seeded, seconds, split=split)
+    finally:
+        ctx.pg.drop(src)
+    result.details["seconds_per_case"] = seconds
+    return result
+
+
+def _one_case(ctx: Context, result: Result, src: str, seeded: dict[str, Any], seconds: float, *, split: bool) -> None:
+    """One run on a fresh copy of the seeded database. `split`: the webhooks go to a second uvicorn
+    process, so the one serving the sockets runs no Django views (what that would buy)."""
+    db = f"{src}_{'split' if split else 'one'}"
+    ctx.pg.create(db, template=src)
+    flush_redis(ctx.redis_url)
+    env = ctx.env(db, BENCH_COMMIT_STAMP="1")
+    tag = "split" if split else "one"
+    try:
+        with ctx.procs.scope():
+            _, port = ctx.procs.server(f"web-latency-{tag}", env)
+            http_port = ctx.procs.server(f"web-latency-{tag}-http", env)[1] if split else port
+            worker = ctx.procs.worker(f"worker-latency-{tag}", env)
+            relay = ctx.procs.relay(f"relay-latency-{tag}", env)
+            ctx.procs.wait_ready([worker], " ready.", timeout=90)
+            ctx.procs.wait_ready([relay], " started", timeout=60)
+            run_ = asyncio.run(_measure(port, http_port, seeded["students"], seeded["course_id"], seconds))
+        # Where the time goes: when the relay settled each purchase.created push (it pushes, then
+        # settles), on the database clock (the same machine clock as the stamps).
+        with ctx.pg.connect(db) as conn:
+            settled = dict(
+                conn.execute(
+                    "SELECT e.payload->>'payment_id', extract(epoch FROM d.done_at)::float8 "
+                    "FROM outbox_delivery d JOIN outbox_outboxevent e ON e.id = d.event_id "
+                    "WHERE d.sink = 'realtime' AND d.status = 'done' AND e.type = 'purchase.created'"
+                ).fetchall()
+            )
+    finally:
+        ctx.pg.drop(db)
+    pairs = run_["measured"]  # payment id -> (commit stamp, frame arrival)
+    lat = [(frame - stamp) * 1000 for stamp, frame in pairs.values()]
+    upper = run_["from_created_ms"]
+    to_relay = [(settled[i] - stamp) * 1000 for i, (stamp, _) in pairs.items() if i in settled]
+    to_socket = [(frame - settled[i]) * 1000 for i, (_, frame) in pairs.items() if i in settled]
+    p99 = percentile(lat, 99)
+    case = "webhooks on their own web process" if split else "1 web process (webhooks + sockets)"
+    result.add(case, "commit->frame p50", percentile(lat, 50), "ms")
+    target = "" if split else f"<= {TARGET_P99_MS:.0f}"
+    result.add(case, "commit->frame p99", p99, "ms", target=target, met=None if split else p99 <= TARGET_P99_MS)
+    result.add(case, "commit->frame max", max(lat) if lat else float("nan"), "ms")
+    result.add(case, "  of which commit->relay pushed p99", percentile(to_relay, 99), "ms")
+    result.add(case, "  of which pushed->frame p99", percentile(to_socket, 99), "ms")
+    result.add(case, "created_at->frame p99 (upper bound)", percentile(upper, 99), "ms")
+    result.add(case, "webhook response p99", percentile(run_["response_ms"], 99), "ms")
+    missing = run_["sent"] - len(lat)
+    result.add(case, "frames missing", float(missing), "frames", target="0", met=missing == 0)
+    result.add(case, "achieved rate", run_["sent"] / run_["send_seconds"], "purchases/s")
+    result.details[case] = {
+        "sent": run_["sent"],
+        "frames": len(lat),
+        "errors": run_["errors"],
+        "late_sends": run_["late_sends"],
+        "commit_to_frame_ms": _summary(lat),
+        "commit_to_relay_pushed_ms": _summary(to_relay),
+        "relay_pushed_to_frame_ms": _summary(to_socket),
+        "created_to_frame_ms": _summary(upper),
+        "webhook_response_ms": _summary(run_["response_ms"]),
+    }
+
+
+def _summary(values: list[float]) -> dict[str, float | int]:
+    return {
+        "n": len(values),
+        "p50": round(percentile(values, 50), 2),
+        "p99": round(percentile(values, 99), 2),
+        "max": round(max(values), 2) if values else float("nan"),
+    }
+
+
+async def _measure(
+    port: int, http_port: int, students: list[list[Any]], course_id: int, seconds: float
+) -> dict[str, Any]:
+    from websockets.asyncio.client import connect
+
+    frames: dict[str, tuple[float, float]] = {}  # payment id -> (arrival, occurred_at)
+    sockets: list[Any] = []
+    readers: list[asyncio.Task[None]] = []
+
+    async def read(ws: Any) -> None:
+        with contextlib.suppress(Exception):
+            async for raw in ws:
+                arrived = time.time()
+                message = json.loads(raw)
+                if message.get("type") == "purchase.created":
+                    occurred = datetime.fromisoformat(message["occurred_at"]).timestamp()
+                    frames[message["data"]["payment_id"]] = (arrived, occurred)
+
+    gate = asyncio.Semaphore(20)
+
+    async def open_socket(token: str) -> None:
+        async with gate:
+            ws = await connect(f"ws://127.0.0.1:{port}/ws/events/?token={token}", open_timeout=30, max_queue=None)
+            sockets.append(ws)
+            readers.append(asyncio.create_task(read(ws)))
+
+    await asyncio.gather(*(open_socket(token) for _, token in students))
+    await asyncio.sleep(1.0)  # consumers have joined their groups
+    pool: asyncio.Queue[HttpConnection] = asyncio.Queue()
+    for _ in range(16):
+        pool.put_nowait(HttpConnection(http_port))
+    stamps: dict[str, float] = {}
+    response_ms: list[float] = []
+    errors: dict[str, int] = {}
+
+    async def send(payment_id: str, student_id: int) -> None:
+        body, headers = webhook_request(payment_id=payment_id, student_id=student_id, course_id=course_id)
+        conn = await pool.get()
+        started = time.perf_counter()
+        try:
+            response = await asyncio.wait_for(conn.post(WEBHOOK, body, headers), timeout=30)
+        except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            await conn.close()
+            return
+        finally:
+            pool.put_nowait(conn)
+        if response.status != 200:
+            errors[f"HTTP {response.status}"] = errors.get(f"HTTP {response.status}", 0) + 1
+            return
+        response_ms.append((time.perf_counter() - started) * 1000)
+        stamps[payment_id] = float(response.headers[COMMIT_STAMP_HEADER.lower()])
+
+    async def schedule(tag: str, count: int) -> tuple[list[str], float, int]:
+        tasks, ids, late = [], [], 0
+        start = time.perf_counter()
+        for i in range(count):
+            due = start + i / RATE
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -0.05:
+                late += 1
+            payment_id = f"lat-{tag}-{i}"
+            ids.append(payment_id)
+            tasks.append(asyncio.create_task(send(payment_id, students[i % len(students)][0])))
+        await asyncio.gather(*tasks)
+        return ids, time.perf_counter() - start, late
+
+    nonce = time.time_ns()
+    await schedule(f"warm-{nonce}", int(2 * RATE))
+    log(f"latency: warmed up; sending {RATE:.0f}/s for {seconds:.0f} s")
+    ids, send_seconds, late = await schedule(f"run-{nonce}", int(seconds * RATE))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not all(i in frames for i in ids if i in stamps):
+        await asyncio.sleep(0.1)
+    for ws in sockets:
+        with contextlib.suppress(Exception):
+            await ws.close()
+    for task in readers:
+        task.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    for conn in [pool.get_nowait() for _ in range(pool.qsize())]:
+        await conn.close()
+    measured = [i for i in ids if i in stamps and i in frames]
+    return {
+        "sent": len(ids),
+        "send_seconds": send_seconds,
+        "late_sends": late,
+        "errors": errors,
+        "response_ms": response_ms,
+        "measured": {i: (stamps[i], frames[i][0]) for i in measured},
+        "from_created_ms": [(frames[i][0] - frames[i][1]) * 1000 for i in measured],
+    }

@@ -7,7 +7,7 @@ delivery fails, that student's later deliveries in the batch are handed back una
 student's order is kept and other students go on.
 
 Cheap handlers share transactions: a batch runs in chunks, one transaction (and one COMMIT, the cost
-that dominated) per chunk, sized to hold its locks for about 25 ms, with a short lock timeout. If
+that dominated) per chunk, sized to about 5 ms of handler time, with a short lock timeout. If
 anything in a chunk fails (a handler raises, a lock wait times out, COMMIT is refused) the chunk rolls
 back as a whole and its deliveries run again one per transaction, where a failure is that delivery's
 alone. Deliveries of one chunk share a transaction id, so the outbox guard's "an event in the same
@@ -58,7 +58,6 @@ def run_handler_batch(*, sink: str, delivery_ids: list[int]) -> None:
                 _learn(sink, None)
             else:
                 elapsed = time.perf_counter() - started
-                _learn(sink, elapsed / len(chunk))
                 for _ in chunk:
                     metrics.HANDLER_SECONDS.labels(sink).observe(elapsed / len(chunk))
                 if stuck:
@@ -145,6 +144,7 @@ def _apply(
     lock_timeout: str | None,
 ) -> list[int]:
     """Apply `ids` (in this order) in one transaction; returns those that must wait their turn."""
+    ran, in_handler = 0, 0.0
     with transaction.atomic(), connection.cursor() as cursor:
         if lock_timeout:
             cursor.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
@@ -158,19 +158,26 @@ def _apply(
             if earlier_open:
                 stuck.append(delivery_id)
             elif not closed and first_time:
+                started = time.perf_counter()
                 handler.func(events[found[delivery_id][1]])
+                in_handler += time.perf_counter() - started
+                ran += 1
+    if ran:
+        _learn(handler.name, in_handler / ran)
     return stuck
 
 
 # -- chunk sizing ---------------------------------------------------------------------------------
 
-# A chunk's transaction holds the locks its handlers took until it commits: size chunks so that is
-# about CHUNK_TARGET_SECONDS, from the handler's recent cost per delivery in this process. Cheap
-# handlers get up to MAX_CHUNK deliveries per COMMIT; a handler that takes longer than the target
-# runs one delivery per transaction, as if chunks did not exist.
-CHUNK_TARGET_SECONDS = 0.025
+# A chunk's transaction holds the locks its handlers took until it commits, so a chunk holds each for
+# at most the time its later handlers run: size chunks to about CHUNK_TARGET_SECONDS of handler time,
+# from the handler's recent time per delivery in this process (learnt from the first deliveries,
+# which run alone). Cheap handlers get up to MAX_CHUNK deliveries per COMMIT; a handler that takes more
+# than half the target (a domain handler: several statements and an event each) runs one delivery per
+# transaction, as if chunks did not exist, so its locks are held no longer than before.
+CHUNK_TARGET_SECONDS = 0.005
 MAX_CHUNK = 100
-FIRST_CHUNK = 4
+FIRST_CHUNK = 1
 # A chunk never waits long on a lock: it rolls back and its deliveries run one by one (no timeout), so
 # chunks can't deadlock with each other for longer than this, whatever their handlers lock.
 CHUNK_LOCK_TIMEOUT = "100ms"
@@ -185,7 +192,7 @@ def _chunk_size(sink: str) -> int:
 
 
 def _learn(sink: str, seconds_per_delivery: float | None) -> None:
-    """Fold in a chunk's cost per delivery; None (it rolled back) halves the next chunks."""
+    """Fold in a handler's time per delivery; None (a chunk rolled back) halves the next chunks."""
     if seconds_per_delivery is None:
         _per_delivery[sink] = 2 * _per_delivery.get(sink, CHUNK_TARGET_SECONDS / FIRST_CHUNK)
         return
