@@ -17,4 +17,6 @@ def on_purchase_created(event: OutboxEvent) -> None:
 @handles("purchase.refunded", name="allocation.promote_waitlist")
 def on_purchase_refunded(event: OutboxEvent) -> None:
     """The refund freed a trainer's place: give it to the oldest waitlisted purchase."""
-    services.waitlist_promote(cause=Cause.from_event(event, actor="handler:allocation.promote_waitlist"))
+    # One refund frees one place: promote one purchase, so the handler's transaction holds one
+    # purchase, one trainer and one student stream at a time (no lock cycles with other writers).
+    services.waitlist_promote(cause=Cause.from_event(event, actor="handler:allocation.promote_waitlist"), limit=1)

@@ -27,9 +27,16 @@ def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
         if purchase.status not in (Purchase.Status.PENDING, Purchase.Status.WAITLISTED):
             return Allocation.objects.filter(purchase=purchase, released_at__isnull=True).first()
         trainer = _take_a_place()
-        if trainer is None:
-            if purchase.status == Purchase.Status.PENDING:
+        if trainer is None and purchase.status == Purchase.Status.PENDING:
+            # Before waitlisting, serialise with refunds: either a refund that frees a place commits
+            # first (and the second look sees it), or it waits until this purchase is on the waitlist
+            # that its promotion handler will read. Without this, a place freed in between was lost.
+            _lock_waitlist()
+            trainer = _take_a_place()
+            if trainer is None:
                 _waitlist(purchase, cause)
+                return None
+        if trainer is None:
             return None
         allocation = Allocation.objects.create(purchase=purchase, trainer=trainer)
         purchase.status = Purchase.Status.ACTIVE
@@ -73,6 +80,15 @@ def _take_a_place() -> Trainer | None:
                 return Trainer.objects.get(id=trainer_id)
 
 
+WAITLIST_LOCK = 7_240_001  # pg_advisory_xact_lock key: "the waitlist and freed places"
+
+
+def _lock_waitlist() -> None:
+    """Held to COMMIT; taken only on the rare paths (waitlisting, releasing), never per allocation."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [WAITLIST_LOCK])
+
+
 def _waitlist(purchase: Purchase, cause: Cause) -> None:
     purchase.status = Purchase.Status.WAITLISTED
     purchase.save(update_fields=["status", "updated_at"])
@@ -94,6 +110,7 @@ def allocation_release(*, purchase: Purchase) -> Allocation | None:
     """
     if not connection.in_atomic_block:
         raise RuntimeError("allocation_release() runs inside the caller's transaction.atomic()")
+    _lock_waitlist()
     allocation = Allocation.objects.select_for_update().filter(purchase=purchase, released_at__isnull=True).first()
     if allocation is None:
         return None

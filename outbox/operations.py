@@ -15,7 +15,7 @@ from django.db.models import Count, Min, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from outbox import registry
+from outbox import deliveries, registry
 from outbox.models import Delivery, RelayHeartbeat
 from outbox.services import NOTIFY_CHANNEL, REALTIME_SINK
 
@@ -173,6 +173,7 @@ def deliveries_retry(
                 .select_for_update()
                 .update(status=Delivery.Status.PENDING, available_at=Now(), attempts=0)
             )
+            deliveries.unpark_streams_of(batch)
             _notify_relays()
         last_id = batch[-1]
         if on_progress:

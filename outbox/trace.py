@@ -17,6 +17,7 @@ from uuid import UUID
 from django.db.models import Max
 from django.utils import timezone
 
+from outbox.deliveries import PARKED_UNTIL
 from outbox.models import Delivery, OutboxEvent, RelayHeartbeat
 from outbox.services import REALTIME_SINK
 
@@ -224,7 +225,7 @@ def _explain(event: OutboxEvent, d: Delivery, context: _Context) -> tuple[State,
         if d.available_at > now:
             return STUCK, f"{failed}; next retry in {duration(d.available_at - now)}"
         return STUCK, f"{failed}; retry due {duration(now - d.available_at)} ago" + _relay_hint(d.available_at, context)
-    if d.available_at > now:
+    if now < d.available_at < PARKED_UNTIL:
         return IN_PROGRESS, f"{label}: pending, due in {duration(d.available_at - now)}"
     blocker = (
         Delivery.objects.filter(sink=d.sink, student_id=d.student_id, seq__lt=d.seq)

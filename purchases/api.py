@@ -5,6 +5,7 @@ Thin: parsing, validation and error mapping only; services and selectors do the 
 
 import json
 import logging
+import re
 from typing import Any
 
 from django.conf import settings
@@ -34,6 +35,8 @@ from purchases.serializers import (
 logger = logging.getLogger(__name__)
 
 MAX_WEBHOOK_BODY = 64 * 1024
+# ASCII digits only: str.isdigit() also accepts "²" and "٣", which int() then rejects or misreads.
+_DIGITS = re.compile(r"[0-9]{1,18}")
 EVENTS_PAGE_LIMIT = 500
 
 
@@ -75,7 +78,7 @@ class PaymentWebhookApi(APIView):
     )
     def post(self, request: Request) -> Response:
         declared = request.META.get("CONTENT_LENGTH") or "0"
-        if not declared.isdigit() or int(declared) > MAX_WEBHOOK_BODY:
+        if not _DIGITS.fullmatch(declared) or int(declared) > MAX_WEBHOOK_BODY:
             raise ApiError(code="body_too_large", message="Body exceeds 64 KiB.", status_code=413)
         body = request.body
         if len(body) > MAX_WEBHOOK_BODY:  # a chunked body declares no length
@@ -110,7 +113,19 @@ def _json_object(body: bytes) -> dict[str, Any]:
         raise ApiError(code="malformed_body", message="Body is not valid JSON.") from exc
     if not isinstance(parsed, dict):
         raise ApiError(code="malformed_body", message="Body must be a JSON object.")
+    if _has_nul(parsed):  # PostgreSQL text and jsonb cannot store U+0000
+        raise ApiError(code="malformed_body", message="Strings in the body must not contain U+0000.")
     return parsed
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _validated(serializer_class: type[Any], value: Any, *, prefix: str = "") -> dict[str, Any]:
@@ -147,7 +162,7 @@ class EventsApi(APIView):
     )
     def get(self, request: Request) -> Response:
         raw_after = request.query_params.get("after", "0")
-        if not raw_after.isdigit() or len(raw_after) > 18:
+        if not _DIGITS.fullmatch(raw_after):
             raise ApiError(
                 code="invalid_request", message="`after` must be a non-negative integer.", details={"after": raw_after}
             )

@@ -7,6 +7,7 @@ authenticated only by an existing token of an active user; anything else (no cre
 or malformed key, an inactive user) yields `None` and the consumer closes with 4401.
 """
 
+import re
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -15,6 +16,8 @@ from rest_framework.authtoken.models import Token
 
 # DRF keys are 40 hex characters; anything much longer is not a key, so don't take it to the database.
 MAX_KEY_LENGTH = 128
+# DRF's tokens are 40 hex digits; anything else is refused before it reaches the database.
+_KEY_SHAPE = re.compile(r"[0-9A-Za-z]{1,128}")
 
 
 def token_from_scope(scope: dict[str, Any]) -> str | None:
@@ -36,8 +39,8 @@ def token_from_scope(scope: dict[str, Any]) -> str | None:
 @database_sync_to_async
 def student_id_for_token(key: str) -> int | None:
     """The id of the active user owning `key`, or None."""
-    if not key or len(key) > MAX_KEY_LENGTH:
-        return None
+    if not key or len(key) > MAX_KEY_LENGTH or not _KEY_SHAPE.fullmatch(key):
+        return None  # never let junk (a NUL byte, say) reach the database
     token = Token.objects.select_related("user").filter(key=key).first()
     if token is None or not token.user.is_active:
         return None

@@ -117,3 +117,19 @@ def test_schema_and_docs_are_served(client: Client) -> None:
     assert schema.status_code == 200
     assert "Payment-Signature" in schema.content.decode()
     assert client.get("/api/docs/").status_code == 200
+
+
+@pytest.mark.parametrize("after", ["²", "٣", "1\x00"])
+def test_events_feed_rejects_non_ascii_digits(client: Client, student: Any, after: str) -> None:
+    response = client.get("/api/v1/me/events", {"after": after}, headers=auth(student))
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_request"
+
+
+def test_a_signed_body_with_a_nul_character_is_400_not_500(client: Client, student: Any, course: Course) -> None:
+    for body in [
+        json.dumps({"id": "evt\u0000", "type": "charge.other", "created": 1, "data": {}}).encode(),
+        json.dumps({"id": "e", "type": "charge.other", "created": 1, "data": {"k\u0000": ["x\u0000"]}}).encode(),
+    ]:
+        response = send(client, body)
+        assert response.status_code == 400 and response.json()["error"]["code"] == "malformed_body"
+    assert not ProviderEvent.objects.exists()

@@ -7,7 +7,8 @@ from django.db import connection
 from django.test import override_settings
 
 from allocation.models import Allocation, Trainer
-from outbox import deliveries
+from outbox import deliveries, operations
+from outbox.deliveries import PARKED_UNTIL
 from outbox.models import Delivery, InboxEntry, OutboxEvent
 from outbox.relay import Relay
 from purchases.models import Course
@@ -90,6 +91,13 @@ def test_a_failing_handler_retries_then_dead_letters_without_blocking_others(
     assert Allocation.objects.filter(purchase__student=healthy).exists()
     behind = Delivery.objects.get(sink="allocation.allocate_trainer", event__correlation_id="pay_after_poison")
     assert behind.status == "pending" and behind.attempts == 0
+    assert behind.available_at == PARKED_UNTIL  # parked: the relay's claim never scans it
+    # The fix ships; the operator retries the dead letter, which releases the stream behind it.
+    monkeypatch.setattr(services, "trainer_allocate", real_allocate)
+    assert operations.deliveries_retry(sink="allocation.allocate_trainer").requeued == 1
+    Relay().drain()
+    assert Allocation.objects.filter(purchase__student=poisoned).count() == 2
+    assert not Delivery.objects.exclude(status="done").exists()
 
 
 def test_an_expired_lease_is_claimed_again(student: Any, course: Course, trainer: Trainer) -> None:
