@@ -4,19 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('outbox', '0002_event_guard'),
+        ("outbox", "0002_event_guard"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='RelayHeartbeat',
+            name="RelayHeartbeat",
             fields=[
-                ('relay_id', models.CharField(max_length=128, primary_key=True, serialize=False)),
-                ('started_at', models.DateTimeField()),
-                ('beat_at', models.DateTimeField()),
-                ('claimed_total', models.BigIntegerField(default=0)),
+                ("relay_id", models.CharField(max_length=128, primary_key=True, serialize=False)),
+                ("started_at", models.DateTimeField()),
+                ("beat_at", models.DateTimeField()),
+                ("claimed_total", models.BigIntegerField(default=0)),
             ],
         ),
     ]

@@ -6,15 +6,14 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('outbox', '0003_relay_heartbeat'),
+        ("outbox", "0003_relay_heartbeat"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='outboxevent',
-            index=django.contrib.postgres.indexes.BrinIndex(fields=['created_at'], name='outbox_event_created_brin'),
+            model_name="outboxevent",
+            index=django.contrib.postgres.indexes.BrinIndex(fields=["created_at"], name="outbox_event_created_brin"),
         ),
     ]
