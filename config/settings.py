@@ -128,6 +128,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A worker outlives any Redis outage: it keeps reconnecting instead of exiting after 100 tries.
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Without socket timeouts a Redis that stalls (rather than refusing) would hang the relay's enqueue.
+CELERY_BROKER_CONNECTION_TIMEOUT = 3
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": 5, "socket_connect_timeout": 3}
 CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
 # The channel layer carries the relay's pushes to the WebSocket consumers (realtime/README.md, "Slow

@@ -15,7 +15,8 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -34,6 +35,7 @@ from realtime.groups import PUSH_MESSAGE_TYPE, student_group
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
+HEARTBEAT_RETENTION = timedelta(days=1)
 
 
 class Relay:
@@ -103,14 +105,18 @@ class Relay:
 
     # -- loops -----------------------------------------------------------------------------------
 
-    def drain(self) -> int:
-        """Deliver until nothing is claimable; returns the number of deliveries claimed."""
+    def drain(self, *, every_batch: Callable[[int], None] | None = None) -> int:
+        """Deliver until nothing is claimable; returns the number of deliveries claimed.
+
+        `every_batch(n)` is called after each batch (the heartbeat, so a long drain still beats)."""
         total = 0
         while not self.stopping.is_set():
             n = self.step()
             if n == 0:
                 break
             total += n
+            if every_batch is not None:
+                every_batch(n)
         return total
 
     def run_forever(self) -> None:
@@ -119,12 +125,18 @@ class Relay:
         started_at = timezone.now()
         claimed_total = 0
         next_beat = 0.0
+
+        def beat_if_due(claimed: int) -> None:
+            nonlocal claimed_total, next_beat
+            claimed_total += claimed
+            if time.monotonic() >= next_beat:
+                self.beat(started_at=started_at, claimed_total=claimed_total)
+                next_beat = time.monotonic() + HEARTBEAT_SECONDS
+
         while not self.stopping.is_set():
             try:
-                claimed_total += self.drain()
-                if time.monotonic() >= next_beat:
-                    self.beat(started_at=started_at, claimed_total=claimed_total)
-                    next_beat = time.monotonic() + HEARTBEAT_SECONDS
+                self.drain(every_batch=beat_if_due)
+                beat_if_due(0)
                 self._wait_for_notify()
             except (OperationalError, InterfaceError, psycopg.Error) as exc:
                 logger.warning("relay lost its database connection, reconnecting: %s", exc)
@@ -141,10 +153,12 @@ class Relay:
 
     def beat(self, *, started_at: datetime, claimed_total: int) -> None:
         """Record that this relay is alive (read by /healthz, /metrics, `outbox status` and `trace`)."""
+        now = timezone.now()
         RelayHeartbeat.objects.update_or_create(
-            relay_id=self.relay_id,
-            defaults={"started_at": started_at, "beat_at": timezone.now(), "claimed_total": claimed_total},
+            relay_id=self.relay_id, defaults={"started_at": started_at, "beat_at": now, "claimed_total": claimed_total}
         )
+        # Relays come and go with their pids: forget the ones silent for a day.
+        RelayHeartbeat.objects.filter(beat_at__lt=now - HEARTBEAT_RETENTION).delete()
 
     def _wait_for_notify(self) -> None:
         if self._listener is None:

@@ -4,7 +4,11 @@ Processes the tests start inherit the environment, so they get the same defaults
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("COURSECHAIN_DEV", "1")
+# This test run's own metrics files (the processes it starts inherit it): counters start at zero and
+# no other run on the host adds to them.
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="coursechain-test-metrics-")
 
 from config.settings import *  # noqa: F403
