@@ -9,12 +9,12 @@ import uuid
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from allocation.models import Allocation, Trainer
-from allocation.services import waitlist_promote
+from allocation.services import CapacityBelowLoad, trainer_save, waitlist_promote
 from outbox.admin import ReadOnlyModelAdmin
 from outbox.services import Cause
 
@@ -46,12 +46,19 @@ class TrainerAdmin(admin.ModelAdmin):
     actions = ("promote_waitlist",)
 
     def save_model(self, request: HttpRequest, obj: Trainer, form: Any, change: bool) -> None:
-        """Write only name and capacity: a full save would put back the `active_count` read when
-        the form loaded, undoing any allocation made meanwhile."""
-        if change:
-            obj.save(update_fields=["name", "capacity"])
-        else:
-            obj.save()
+        """Through `trainer_save`: only name and capacity are written (never a stale `active_count`),
+        capacity is checked under the row lock, and a rename refreshes the students' apps."""
+        try:
+            saved = trainer_save(
+                trainer_id=obj.pk if change else None,
+                name=form.cleaned_data["name"],
+                capacity=form.cleaned_data["capacity"],
+                actor=f"admin:{request.user.get_username()}",
+            )
+        except CapacityBelowLoad as exc:  # lost a race with an allocation since the form was checked
+            messages.error(request, f"Not saved: {exc}")
+            return
+        obj.pk = saved.pk
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.has_perm("purchases.change_purchase"))

@@ -139,3 +139,36 @@ def waitlist_promote(*, cause: Cause, limit: int = 100) -> list[Allocation]:
         if allocation is not None:
             allocated.append(allocation)
     return allocated
+
+
+class CapacityBelowLoad(Exception):
+    pass
+
+
+def trainer_save(*, trainer_id: int | None, name: str, capacity: int, actor: str) -> Trainer:
+    """Create or edit a trainer (reference data: no event of its own).
+
+    Capacity never goes below the trainer's active purchases: checked under the trainer's row lock
+    (raises `CapacityBelowLoad`). A rename asks each student the trainer teaches to resync
+    (`student.resync_requested`), so no cached dashboard keeps showing the old name.
+    """
+    from purchases.services import student_resync_request
+
+    with transaction.atomic():
+        if trainer_id is None:
+            return Trainer.objects.create(name=name, capacity=capacity)
+        trainer = Trainer.objects.select_for_update().get(id=trainer_id)
+        if capacity < trainer.active_count:
+            raise CapacityBelowLoad(
+                f"{trainer.name} has {trainer.active_count} active purchases; capacity can't go below that."
+            )
+        renamed = trainer.name != name
+        Trainer.objects.filter(id=trainer_id).update(name=name, capacity=capacity)
+        if renamed:
+            students = Allocation.objects.filter(trainer_id=trainer_id, released_at__isnull=True).values_list(
+                "purchase__student_id", flat=True
+            )
+            for student_id in sorted(set(students)):
+                student_resync_request(student_id=student_id, actor=actor)
+        trainer.refresh_from_db()
+        return trainer

@@ -246,7 +246,12 @@ class ProviderEventAdmin(ReadOnlyModelAdmin):
 
 @admin.register(Course)
 class CourseAdmin(admin.ModelAdmin):
-    """Reference data: editable (no events; purchases keep their own snapshot in their events)."""
+    """Reference data, edited through `course_save`: a new title refreshes the buyers' apps."""
 
     list_display = ("id", "title", "sessions_count", "session_minutes", "price", "currency")
     search_fields = ("title",)
+
+    def save_model(self, request: HttpRequest, obj: Course, form: Any, change: bool) -> None:
+        fields = {name: form.cleaned_data[name] for name in form.fields if name in form.cleaned_data}
+        saved = services.course_save(course_id=obj.pk if change else None, fields=fields, actor=admin_actor(request))
+        obj.pk = saved.pk

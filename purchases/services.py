@@ -181,3 +181,21 @@ def student_resync_request(*, student_id: int, actor: str) -> OutboxEvent:
             payload={"student_id": student_id},
             cause=Cause(actor=actor, correlation_id=f"resync:{student_id}:{uuid.uuid4().hex[:12]}"),
         )
+
+
+def course_save(*, course_id: int | None, fields: dict[str, Any], actor: str) -> Course:
+    """Create or edit a course (reference data: no event of its own). A new title asks every student
+    who bought the course to resync (`student.resync_requested`), so no cached dashboard keeps the old
+    one. `fields` are Course's editable fields, already validated."""
+    with transaction.atomic():
+        if course_id is None:
+            return Course.objects.create(**fields)
+        course = Course.objects.select_for_update().get(id=course_id)
+        renamed = "title" in fields and fields["title"] != course.title
+        Course.objects.filter(id=course_id).update(**fields)
+        if renamed:
+            students = Purchase.objects.filter(course_id=course_id).values_list("student_id", flat=True)
+            for student_id in sorted(set(students)):
+                student_resync_request(student_id=student_id, actor=actor)
+        course.refresh_from_db()
+        return course
