@@ -7,8 +7,9 @@ each optional in the spec:
   and T trainers;
 - `history`: {"events": N} N delivered (`done`) `bench.ping` events with both deliveries, bulk
   inserted with generate_series, spread over the students, seqs continuing each student's stream;
-- `backlog`: {"events": N, "batch": B} N `bench.ping` events through `outbox.services.emit`, round-
-  robin over the students, B events per transaction;
+- `backlog`: {"events": N, "batch": B, "part": k, "parts": P} N `bench.ping` events through
+  `outbox.services.emit`, round-robin over the students, B events per transaction (with P > 1, this
+  process's share: the students with index % P == k);
 - `vacuum`: VACUUM ANALYZE (fresh statistics, as autovacuum would have them in a running system).
 
 Prints one JSON line: the seeded ids and tokens and how long each step took.
@@ -118,8 +119,11 @@ def history(*, events: int) -> None:
         )
 
 
-def backlog(*, events: int, batch: int = 2000) -> None:
-    """`events` pending `bench.ping` events, each written by `emit()`, round-robin over the students."""
+def backlog(*, events: int, batch: int = 2000, part: int = 0, parts: int = 1) -> None:
+    """`events` pending `bench.ping` events, each written by `emit()`, round-robin over the students.
+
+    With `parts` > 1, this process writes only the events of the students whose index % parts is
+    `part` (several builders share the work; no two write the same student's stream)."""
     from django.contrib.auth import get_user_model
     from django.db import transaction
 
@@ -127,16 +131,15 @@ def backlog(*, events: int, batch: int = 2000) -> None:
     from outbox.services import Cause, emit
 
     ids = list(get_user_model().objects.order_by("id").values_list("id", flat=True))
+    mine = [i for i in range(events) if (i % len(ids)) % parts == part]
     cause = Cause(actor="bench", correlation_id="bench-backlog")
-    done = 0
-    while done < events:
+    for start in range(0, len(mine), batch):
         with transaction.atomic():
-            for i in range(done, min(events, done + batch)):
+            for i in mine[start : start + batch]:
                 sid = ids[i % len(ids)]
                 emit(
                     type=PING, student_id=sid, aggregate_type="student", aggregate_id=sid, payload={"n": i}, cause=cause
                 )
-        done = min(events, done + batch)
 
 
 def vacuum() -> None:

@@ -63,10 +63,12 @@ class Relay:
         return len(claimed)
 
     def _deliver_realtime(self, claimed: list[Claimed]) -> None:
-        events = {str(e.id): e for e in OutboxEvent.objects.filter(id__in=[c.event_id for c in claimed])}
+        # claim() returns each realtime delivery's message; read only events it did not.
+        missing = [c.event_id for c in claimed if c.message is None]
+        events = {str(e.id): e for e in OutboxEvent.objects.filter(id__in=missing)} if missing else {}
         by_student: dict[int, list[dict[str, object]]] = defaultdict(list)
         for c in claimed:  # claim() sorts by (sink, student, seq)
-            by_student[c.student_id].append(events[c.event_id].as_message())
+            by_student[c.student_id].append(c.message if c.message is not None else events[c.event_id].as_message())
         ids = [c.id for c in claimed]
         try:
             # Invalidate before pushing, so a client that refetches on the push reads fresh data.
