@@ -383,6 +383,7 @@ def test(args: list[str]) -> int:
     services = EmbeddedServices(default_data_dir())
     try:
         env = _env(services, redis_name="test-redis")
+        env["DJANGO_SETTINGS_MODULE"] = "tests.settings"  # the tests' own settings (see tests/settings.py)
         header = "services (pytest creates and drops test_<database>; each test flushes Redis):"
         say("\n".join([header, *_describe(services, env)]))
         steps = [

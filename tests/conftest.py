@@ -153,6 +153,7 @@ def process_env(**extra: str) -> dict[str, str]:
         OUTBOX_POLL_SECONDS="0.2",
         OUTBOX_BACKOFF_BASE_SECONDS="0.2",
         OUTBOX_BACKOFF_MAX_SECONDS="2",
+        DB_APPLICATION_NAME="coursechain-test-subprocess",
     )
     env.update(extra)
     return env
@@ -243,10 +244,12 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         procs.stop_all()
         # A process killed with -9 leaves its server session behind for a moment; end them so the
         # test database can be flushed and dropped.
+        # Only the subprocesses' sessions: this process's own pooled connections must live on.
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name <> %s",
+                [connection.settings_dict["OPTIONS"].get("application_name", "")],
             )
 
 
