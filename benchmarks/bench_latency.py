@@ -92,7 +92,9 @@ def _one_case(ctx: Context, result: Result, src: str, seeded: dict[str, Any], se
     result.add(case, "  of which pushed->frame p99", percentile(to_socket, 99), "ms")
     result.add(case, "created_at->frame p99 (upper bound)", percentile(upper, 99), "ms")
     result.add(case, "webhook response p99", percentile(run_["response_ms"], 99), "ms")
-    missing = run_["sent"] - len(lat)
+    failed = sum(run_["errors"].values())
+    result.add(case, "webhooks failed (5xx, timeouts)", float(failed), "requests", target="0", met=failed == 0)
+    missing = run_["accepted"] - len(lat)  # accepted webhooks whose purchase.created never arrived
     result.add(case, "frames missing", float(missing), "frames", target="0", met=missing == 0)
     result.add(case, "achieved rate", run_["sent"] / run_["send_seconds"], "purchases/s")
     result.details[case] = {
@@ -209,5 +211,6 @@ async def _measure(
         "errors": errors,
         "response_ms": response_ms,
         "measured": {i: (stamps[i], frames[i][0]) for i in measured},
+        "accepted": sum(1 for i in ids if i in stamps),
         "from_created_ms": [(frames[i][0] - frames[i][1]) * 1000 for i in measured],
     }
