@@ -10,8 +10,9 @@ not the domain handlers'. Each run gets a fresh copy of the backlog database.
 Timing: the orchestrator holds `LOCK TABLE outbox_delivery IN EXCLUSIVE MODE` while the worker and the
 relays start; every relay's first claim blocks on it. The clock starts when the lock is released (all
 relays start together) and stops at the last `done_at` (database clock, both ends). events/s = events
-/ that time. At the end: every delivery done, none dead, one inbox row per event, every student's
-cache floor at their last seq, and a sample of students received every push once, in seq order.
+/ that time. At the end: every delivery done, none dead, none claimed twice, every relay took part,
+one inbox row per event, every student's cache floor at their last seq, and a sample of students
+received every push once, in seq order.
 """
 
 import time
@@ -156,6 +157,10 @@ def drain_once(ctx: Context, db: str, *, events: int, relays: int, timeout: floa
             floors_expected = dict(conn.execute("SELECT student_id, last_seq FROM outbox_studentstream").fetchall())
         if dead:
             run.problems.append(f"{dead} dead deliveries")
+        if reclaimed:  # possible by design (an expired lease), but not in a healthy drain
+            run.problems.append(f"{reclaimed} deliveries claimed more than once")
+        if claimers != relays:
+            run.problems.append(f"{claimers} of {relays} relays claimed deliveries")
         if inbox is None or inbox[0] != expected_inbox:
             run.problems.append(f"inbox rows {inbox[0] if inbox else None} != {expected_inbox}")
         # Cache invalidation: every student's floor is at their last seq.

@@ -4,7 +4,7 @@ The real stack on a fresh database: one uvicorn server (`config.asgi:application
 Celery worker (prefork, 2 processes) running the real handlers (allocation, sessions), 200 students
 with one WebSocket each (the `websockets` library, `ws://127.0.0.1:<port>/ws/events/?token=<key>`,
 live only). Webhooks go out open-loop at 50/s (each at its scheduled time, whatever the previous ones
-are doing), round-robin over the 200 students, for 60 s (8 s in --quick), after 2 s of warm-up.
+are doing), round-robin over the 200 students, for 60 s (6 s in --quick), after 2 s of warm-up.
 Two cases: the product's layout (webhooks and sockets on one web process), and the webhooks sent to
 a second web process, so that the one serving the sockets runs no Django views.
 
@@ -35,7 +35,7 @@ WEBHOOK = "/api/v1/payments/webhook"
 
 def run(ctx: Context) -> Result:
     result = Result("latency")
-    seconds = 8.0 if ctx.quick else 60.0
+    seconds = 6.0 if ctx.quick else 60.0
     src = "bench_latency"
     ctx.pg.create(src, template=ctx.template)
     seeded = ctx.build(src, {"seed": {"students": CLIENTS, "trainers": 10}, "vacuum": True})

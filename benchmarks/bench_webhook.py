@@ -27,7 +27,7 @@ def run(ctx: Context) -> Result:
     result = Result("webhook")
     students = 200 if ctx.quick else 1000
     rounds = 1 if ctx.quick else 3
-    seconds = 4.0 if ctx.quick else 10.0
+    seconds = 3.0 if ctx.quick else 10.0
     seed_db, outbox_db, naive_db = "bench_webhook_seed", "bench_webhook_outbox", "bench_webhook_naive"
     ctx.pg.create(seed_db, template=ctx.template)
     seeded = ctx.build(seed_db, {"seed": {"students": students, "trainers": 5}, "vacuum": True})
