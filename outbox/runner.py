@@ -7,7 +7,7 @@ delivery fails, that student's later deliveries in the batch are handed back una
 student's order is kept and other students go on.
 
 Cheap handlers share transactions: a batch runs in chunks, one transaction (and one COMMIT, the cost
-that dominated) per chunk, sized to about 5 ms of handler time, with a short lock timeout. If
+that dominated) per chunk, sized to about 2 ms of handler time, with a short lock timeout. If
 anything in a chunk fails (a handler raises, a lock wait times out, COMMIT is refused) the chunk rolls
 back as a whole and its deliveries run again one per transaction, where a failure is that delivery's
 alone. Deliveries of one chunk share a transaction id, so the outbox guard's "an event in the same
@@ -173,9 +173,9 @@ def _apply(
 # at most the time its later handlers run: size chunks to about CHUNK_TARGET_SECONDS of handler time,
 # from the handler's recent time per delivery in this process (learnt from the first deliveries,
 # which run alone). Cheap handlers get up to MAX_CHUNK deliveries per COMMIT; a handler that takes more
-# than half the target (a domain handler: several statements and an event each) runs one delivery per
-# transaction, as if chunks did not exist, so its locks are held no longer than before.
-CHUNK_TARGET_SECONDS = 0.005
+# than half the target (the domain handlers take 6-8 ms: several statements and an event each) runs
+# one delivery per transaction, as if chunks did not exist, so its locks are held no longer than before.
+CHUNK_TARGET_SECONDS = 0.002
 MAX_CHUNK = 100
 FIRST_CHUNK = 1
 # A chunk never waits long on a lock: it rolls back and its deliveries run one by one (no timeout), so
