@@ -157,7 +157,7 @@ def trainer_save(*, trainer_id: int | None, name: str, capacity: int, actor: str
     with transaction.atomic():
         if trainer_id is None:
             return Trainer.objects.create(name=name, capacity=capacity)
-        trainer = Trainer.objects.select_for_update().get(id=trainer_id)
+        trainer = Trainer.objects.select_for_update(no_key=True).get(id=trainer_id)  # allocations keep inserting
         if capacity < trainer.active_count:
             raise CapacityBelowLoad(
                 f"{trainer.name} has {trainer.active_count} active purchases; capacity can't go below that."

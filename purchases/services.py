@@ -136,7 +136,7 @@ def purchase_refund(*, payment_id: str, actor: str) -> PurchaseResult:
 
     with transaction.atomic():
         purchase = (
-            Purchase.objects.select_for_update()
+            Purchase.objects.select_for_update(no_key=True, of=("self",))
             .select_related("payment")
             .filter(payment__provider_payment_id=payment_id)
             .first()
@@ -190,7 +190,7 @@ def course_save(*, course_id: int | None, fields: dict[str, Any], actor: str) ->
     with transaction.atomic():
         if course_id is None:
             return Course.objects.create(**fields)
-        course = Course.objects.select_for_update().get(id=course_id)
+        course = Course.objects.select_for_update(no_key=True).get(id=course_id)  # webhooks keep inserting
         renamed = "title" in fields and fields["title"] != course.title
         Course.objects.filter(id=course_id).update(**fields)
         if renamed:

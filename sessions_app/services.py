@@ -21,7 +21,10 @@ def sessions_generate(*, purchase_id: int, cause: Cause) -> list[TrainingSession
     alone (returns its existing sessions).
     """
     with transaction.atomic():
-        purchase = Purchase.objects.select_for_update().select_related("course").get(id=purchase_id)
+        # Lock the purchase only (not the joined course: every webhook's FK check takes KEY SHARE on it).
+        purchase = (
+            Purchase.objects.select_for_update(no_key=True, of=("self",)).select_related("course").get(id=purchase_id)
+        )
         existing = list(TrainingSession.objects.filter(purchase=purchase).order_by("number"))
         allocation = Allocation.objects.filter(purchase=purchase, released_at__isnull=True).first()
         if existing or allocation is None or purchase.status != Purchase.Status.ACTIVE:
