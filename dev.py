@@ -3,6 +3,7 @@
 
     python3 dev.py run      the whole stack (embedded PostgreSQL + Redis unless DATABASE_URL/REDIS_URL)
     python3 dev.py test     lint, types, architecture and the test suite
+    python3 dev.py bench [--quick]   the benchmarks (benchmarks/README.md)
     python3 dev.py pay --student ID --course ID     send a signed demo payment to the running stack
     python3 dev.py manage ARGS...                   a manage.py command against the same services
 
@@ -121,7 +122,7 @@ def pay(argv: list[str]) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in {"run", "test", "pay", "manage"}:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"run", "test", "bench", "pay", "manage"}:
         print(__doc__)
         return 2
     command, rest = sys.argv[1], sys.argv[2:]

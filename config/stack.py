@@ -412,6 +412,31 @@ def test(args: list[str]) -> int:
         services.stop()
 
 
+# -- bench ----------------------------------------------------------------------------------------
+
+
+def bench(args: list[str]) -> int:
+    """`python -m benchmarks` against the same kind of services as the tests (its own Redis)."""
+    services = EmbeddedServices(default_data_dir())
+    try:
+        env = _env(services, redis_name="bench-redis")
+        say(
+            "\n".join(
+                [
+                    "services (benchmarks create and drop bench_* databases; they flush Redis):",
+                    *_describe(services, env),
+                ]
+            )
+        )
+        returncode, stopped = _run_foreground([PY, "-m", "benchmarks", *args], env)
+        return 130 if stopped else returncode
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        _ignore_stop_signals()
+        services.stop()
+
+
 # -- manage ---------------------------------------------------------------------------------------
 
 
@@ -445,6 +470,8 @@ def main() -> int:
         return run()
     if command == "test":
         return test(args)
+    if command == "bench":
+        return bench(args)
     return manage(args)
 
 
