@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import signal
 import sys
 import time
@@ -77,15 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     names = args.only or list(BENCHMARKS)
     started = time.monotonic()
     out_dir = args.out.parent
-    log_dir = out_dir / "logs"
+    run_id = secrets.token_hex(3)  # names this run's databases and log folder
+    log_dir = out_dir / "logs" / run_id
     base_env = dict(os.environ, REDIS_URL=redis_url, LOG_LEVEL="INFO")
-    pg = Postgres(database_url)
+    pg = Postgres(database_url, run_id=run_id)
     procs = Processes(log_dir, base_env, profile=args.profile)
     ctx = Context(pg=pg, procs=procs, redis_url=redis_url, quick=args.quick, template=TEMPLATE_DB, out_dir=out_dir)
     results: list[Result] = []
     interrupted = False
     try:
-        log(f"mode: {'quick' if args.quick else 'full'}; benchmarks: {', '.join(names)}; load: {_load()}")
+        log(f"run {run_id}, {'quick' if args.quick else 'full'}: {', '.join(names)}; load average {_load()}")
+        log(f"databases bench_{run_id}_*, logs in {log_dir}")
         _make_template(ctx)
         for name in names:
             log(f"--- {name}")
@@ -114,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     print(render(results, quick=args.quick, total=total))
     report = {
         "mode": "quick" if args.quick else "full",
+        "run": run_id,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(total, 1),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_after": _load()},

@@ -198,7 +198,7 @@ def _waiting_on_lock(ctx: Context, db: str) -> int:
     row = ctx.pg.scalar(
         "postgres",
         "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
-        [db],
+        [ctx.pg.physical(db)],
     )
     return int(row or 0)
 

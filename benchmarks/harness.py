@@ -99,36 +99,49 @@ def with_dbname(url: str, name: str) -> str:
 
 
 class Postgres:
-    """Creates, clones and drops `bench_*` databases on the server DATABASE_URL names."""
+    """Creates, clones and drops `bench_*` databases on the server DATABASE_URL names.
 
-    def __init__(self, base_url: str) -> None:
+    Benchmarks use logical names (`bench_drain_10000`); on the server each carries this run's id
+    (`bench_<run>_drain_10000`), so two runs on one server (a developer and CI, say) never touch each
+    other's databases. `physical()` gives the server-side name; "postgres" is left alone."""
+
+    def __init__(self, base_url: str, *, run_id: str) -> None:
         self.base_url = base_url
+        self.run_id = run_id
         self.created: list[str] = []
 
+    def physical(self, name: str) -> str:
+        if not name.startswith(DB_PREFIX):
+            return name
+        return f"{DB_PREFIX}{self.run_id}_{name[len(DB_PREFIX) :]}"[:63]
+
     def url(self, name: str) -> str:
-        return with_dbname(self.base_url, name)
+        return with_dbname(self.base_url, self.physical(name))
 
     def _admin(self) -> psycopg.Connection[tuple[Any, ...]]:
         return psycopg.connect(self.url("postgres"), autocommit=True)
 
     def create(self, name: str, *, template: str | None = None, file_copy: bool = False) -> str:
-        """A fresh database (dropping a leftover of the same name), empty or cloned from `template`.
+        """A fresh database, empty or cloned from `template`.
 
         `file_copy`: copy the template's files (one checkpoint) instead of WAL-logging every page,
         much faster for a large template."""
         assert name.startswith(DB_PREFIX), name
+        physical = self.physical(name)
         with self._admin() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'DROP DATABASE IF EXISTS "{physical}" WITH (FORCE)')  # this run's own
             if name not in self.created:
                 self.created.append(name)
-            sql = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+            sql = f'CREATE DATABASE "{physical}"'
+            if template:
+                sql += f' TEMPLATE "{self.physical(template)}"'
             admin.execute(sql + (" STRATEGY FILE_COPY" if file_copy else ""))
         return self.url(name)
 
     def drop(self, name: str) -> None:
         assert name.startswith(DB_PREFIX), name
         with self._admin() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'DROP DATABASE IF EXISTS "{self.physical(name)}" WITH (FORCE)')
         if name in self.created:
             self.created.remove(name)
 
