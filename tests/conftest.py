@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -127,6 +129,24 @@ def signature(body: bytes, *, secret: str | None = None, timestamp: int | None =
         secret=secret or settings.PAYMENT_WEBHOOK_SECRETS[0],
         timestamp=int(time.time()) if timestamp is None else timestamp,
     )
+
+
+def http(
+    host: str, path: str, *, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 10
+) -> tuple[int, Any]:
+    """One request to a test server: `(status, JSON body)`; an HTTP error keeps its status and body."""
+    request = urllib.request.Request(f"http://{host}{path}", data=body, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def post_webhook(host: str, body: bytes, *, timeout: float = 30) -> tuple[int, Any]:
+    """POST `body` to the server's payment webhook, signed as the provider would."""
+    headers = {"Content-Type": "application/json", "Payment-Signature": signature(body)}
+    return http(host, "/api/v1/payments/webhook", body=body, headers=headers, timeout=timeout)
 
 
 # -- real processes -------------------------------------------------------------------------------

@@ -1,9 +1,6 @@
 """End to end through real processes: ASGI server, relay(s) and a Celery worker, on real PostgreSQL
 and Redis. Nothing here runs eagerly."""
 
-import json
-import urllib.error
-import urllib.request
 from decimal import Decimal
 from typing import Any
 
@@ -16,19 +13,10 @@ from allocation.models import Trainer
 from outbox.models import Delivery, InboxEntry, OutboxEvent
 from purchases.models import Course, Purchase
 from purchases.services import purchase_create
-from tests.conftest import Processes, signature, wait_until, webhook_body
+from tests.conftest import Processes, http, signature, wait_until, webhook_body
 from tests.listeners import GroupListener
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
-
-
-def http(host: str, path: str, *, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(f"http://{host}{path}", data=body, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def all_done(expected: int) -> bool:

@@ -2,7 +2,6 @@
 
 import itertools
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -12,22 +11,15 @@ from allocation.services import trainer_allocate
 from outbox.models import OutboxEvent
 from outbox.services import Cause
 from purchases.models import Course
-from purchases.services import purchase_create
 from sessions_app.models import TrainingSession
 from sessions_app.services import sessions_generate
+from tests.conftest import buy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_sessions_are_weekly_and_generated_once(student: Any, course: Course, trainer: Trainer) -> None:
-    purchase = purchase_create(
-        payment_id="pay_1",
-        student_id=student.pk,
-        course_id=course.pk,
-        amount=Decimal("1"),
-        currency="EUR",
-        actor="test",
-    ).purchase
+    purchase = buy(student, course, "pay_1")
     cause = Cause(actor="test", correlation_id="pay_1")
     trainer_allocate(purchase_id=purchase.pk, cause=cause)
     sessions = sessions_generate(purchase_id=purchase.pk, cause=cause)
@@ -41,13 +33,6 @@ def test_sessions_are_weekly_and_generated_once(student: Any, course: Course, tr
 
 
 def test_no_sessions_without_a_trainer(student: Any, course: Course) -> None:
-    purchase = purchase_create(
-        payment_id="pay_1",
-        student_id=student.pk,
-        course_id=course.pk,
-        amount=Decimal("1"),
-        currency="EUR",
-        actor="test",
-    ).purchase
+    purchase = buy(student, course, "pay_1")
     assert sessions_generate(purchase_id=purchase.pk, cause=Cause(actor="test", correlation_id="pay_1")) == []
     assert not OutboxEvent.objects.filter(type="sessions.generated").exists()

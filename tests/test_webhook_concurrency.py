@@ -1,8 +1,5 @@
 """The webhook under concurrency, against a real ASGI server process: one purchase, no 5xx, no deadlock."""
 
-import json
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -10,29 +7,16 @@ import pytest
 
 from outbox.models import OutboxEvent
 from purchases.models import Course, Payment, ProviderEvent, Purchase
-from tests.conftest import Processes, signature, webhook_body
+from tests.conftest import Processes, post_webhook, webhook_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
-
-
-def post_signed(host: str, body: bytes) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        f"http://{host}/api/v1/payments/webhook",
-        data=body,
-        headers={"Content-Type": "application/json", "Payment-Signature": signature(body)},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def test_a_hundred_concurrent_copies_make_one_purchase(student: Any, course: Course, processes: Processes) -> None:
     host = processes.server()
     body = webhook_body(payment_id="pay_storm", student_id=student.pk, course_id=course.pk)
     with ThreadPoolExecutor(max_workers=100) as pool:
-        results = list(pool.map(lambda _: post_signed(host, body), range(100)))
+        results = list(pool.map(lambda _: post_webhook(host, body, timeout=60), range(100)))
     assert [status for status, _ in results] == [200] * 100
     assert len({r["purchase_id"] for _, r in results}) == 1
     assert Purchase.objects.count() == 1 and Payment.objects.count() == 1 and ProviderEvent.objects.count() == 1
@@ -48,7 +32,7 @@ def test_fifty_different_events_for_one_payment_make_one_purchase(
         for i in range(50)
     ]
     with ThreadPoolExecutor(max_workers=50) as pool:
-        results = list(pool.map(lambda b: post_signed(host, b), bodies))
+        results = list(pool.map(lambda b: post_webhook(host, b, timeout=60), bodies))
     assert [status for status, _ in results] == [200] * 50
     assert len({r["purchase_id"] for _, r in results}) == 1
     assert Purchase.objects.count() == 1 and ProviderEvent.objects.count() == 50
