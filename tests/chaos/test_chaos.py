@@ -5,7 +5,9 @@ Redis. Kill timings are random on purpose; what is asserted never depends on the
 """
 
 import random
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +27,44 @@ def started(processes: Processes, name: str) -> None:
     wait_until(lambda: "started" in processes.log(name) or "ready" in processes.log(name), timeout=30, what=name)
 
 
+def kill_repeatedly(
+    processes: Processes,
+    start: Callable[[str], subprocess.Popen[bytes]],
+    prefix: str,
+    load: Load,
+    *,
+    min_kills: int,
+    max_kills: int,
+    pause: tuple[float, float],
+) -> int:
+    """Start `<prefix>-0`; while the load runs (and at least `min_kills` times, at most `max_kills`),
+    kill -9 the current one a random moment after it is up and start the next. Returns the kills."""
+    rnd = random.Random()
+    kills = 0
+    proc = start(f"{prefix}-0")
+    while (load.running() or kills < min_kills) and kills < max_kills:
+        started(processes, f"{prefix}-{kills}")
+        time.sleep(rnd.uniform(*pause))  # chaos timing, not synchronisation
+        kill9(proc)
+        kills += 1
+        proc = start(f"{prefix}-{kills}")
+    return kills
+
+
 def test_relay_killed_at_random_moments(world: dict[str, Any], processes: Processes) -> None:
     host = processes.server(**CHAOS_ENV)
     processes.worker(**CHAOS_ENV)
-    rnd = random.Random()
-    kills = 0
     with GroupListener(world["students"]) as listener:
         load = Load(host=host, students=world["students"], courses=world["courses"], count=150).start()
-        relay = processes.relay("relay-0", **CHAOS_ENV)
-        while (load.running() or kills < 8) and kills < 25:
-            started(processes, f"relay-{kills}")
-            time.sleep(rnd.uniform(0.05, 0.4))  # chaos timing, not synchronisation
-            kill9(relay)
-            kills += 1
-            relay = processes.relay(f"relay-{kills}", **CHAOS_ENV)
+        kills = kill_repeatedly(
+            processes,
+            lambda name: processes.relay(name, **CHAOS_ENV),
+            "relay",
+            load,
+            min_kills=8,
+            max_kills=25,
+            pause=(0.05, 0.4),
+        )
         load.join()
         wait_drained()
         wait_pushed(listener)
@@ -50,16 +76,16 @@ def test_relay_killed_at_random_moments(world: dict[str, Any], processes: Proces
 def test_worker_killed_in_the_middle_of_handlers(world: dict[str, Any], processes: Processes) -> None:
     host = processes.server(**CHAOS_ENV)
     processes.relay(**CHAOS_ENV)
-    rnd = random.Random()
-    kills = 0
     load = Load(host=host, students=world["students"], courses=world["courses"], count=150).start()
-    worker = processes.worker("worker-0", **CHAOS_ENV)
-    while (load.running() or kills < 6) and kills < 20:
-        started(processes, f"worker-{kills}")
-        time.sleep(rnd.uniform(0.1, 0.6))  # chaos timing, not synchronisation
-        kill9(worker)
-        kills += 1
-        worker = processes.worker(f"worker-{kills}", **CHAOS_ENV)
+    kills = kill_repeatedly(
+        processes,
+        lambda name: processes.worker(name, **CHAOS_ENV),
+        "worker",
+        load,
+        min_kills=6,
+        max_kills=20,
+        pause=(0.1, 0.6),
+    )
     load.join()
     wait_drained()
     assert load.failures == []
