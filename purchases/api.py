@@ -83,15 +83,7 @@ class PaymentWebhookApi(APIView):
         body = request.body
         if len(body) > MAX_WEBHOOK_BODY:  # a chunked body declares no length
             raise ApiError(code="body_too_large", message="Body exceeds 64 KiB.", status_code=413)
-        try:
-            webhook.verify(
-                header=request.headers.get("Payment-Signature"),
-                body=body,
-                secrets=settings.PAYMENT_WEBHOOK_SECRETS,
-                tolerance=settings.PAYMENT_WEBHOOK_TOLERANCE_SECONDS,
-            )
-        except webhook.InvalidSignature as exc:
-            raise ApiError(code="invalid_signature", message=str(exc)) from exc
+        verify_signature(request, body)
         raw = _json_object(body)
         envelope = _validated(ProviderEventEnvelopeSerializer, raw)
         data: dict[str, Any] = envelope["data"]
@@ -104,6 +96,19 @@ class PaymentWebhookApi(APIView):
         if result.purchase is None:
             return Response({"ignored": True})
         return Response({"purchase_id": result.purchase.pk, "status": result.purchase.status})
+
+
+def verify_signature(request: Request, body: bytes) -> None:
+    """Raise 400 `invalid_signature` unless a configured secret signed `body` within the tolerance."""
+    try:
+        webhook.verify(
+            header=request.headers.get("Payment-Signature"),
+            body=body,
+            secrets=settings.PAYMENT_WEBHOOK_SECRETS,
+            tolerance=settings.PAYMENT_WEBHOOK_TOLERANCE_SECONDS,
+        )
+    except webhook.InvalidSignature as exc:
+        raise ApiError(code="invalid_signature", message=str(exc)) from exc
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
