@@ -1,29 +1,35 @@
 """3. Commit-to-socket latency at a steady 50 purchases/s with 200 connected WebSocket clients.
 
-The real stack on a fresh database: one uvicorn server (`config.asgi:application`), one relay, one
-Celery worker (prefork, 2 processes) running the real handlers (allocation, sessions), 200 students
-with one WebSocket each (the `websockets` library, `ws://127.0.0.1:<port>/ws/events/?token=<key>`,
-live only). Webhooks go out open-loop at 50/s (each at its scheduled time, whatever the previous ones
-are doing), round-robin over the 200 students, for 60 s (6 s in --quick), after 2 s of warm-up.
-Two cases: the product's layout (webhooks and sockets on one web process), and the webhooks sent to
-a second web process, so that the one serving the sockets runs no Django views.
+The real stack on a fresh database, as the Procfile runs it: `web` (gunicorn, `config.wsgi`, its
+configured processes and threads) takes the webhooks, `ws` (uvicorn, `config.asgi`) holds the sockets,
+one relay, one Celery worker (prefork, 2 processes) running the real handlers (allocation, sessions).
+200 students with one WebSocket each (the `websockets` library, `ws://127.0.0.1:<port>/ws/events/
+?token=<key>`, live only). Webhooks go out open-loop at 50/s (each at its scheduled time, whatever the
+previous ones are doing), round-robin over the 200 students, for 60 s (6 s in --quick), after 2 s of
+warm-up. For contrast, the same load on the earlier layout: one uvicorn process serving both the
+webhooks and the sockets.
 
 Commit time: the server runs with BENCH_COMMIT_STAMP=1, so each webhook response carries
-`X-Bench-Committed-At`, the server's clock taken after the view returned, that is after its COMMIT
-(a fraction of a millisecond later). Latency = the client's clock when the `purchase.created` frame
-arrives minus that stamp (same machine, same clock), so it slightly understates the true figure. As a
-bound from the other side, "from event created_at" is measured from the event's `occurred_at`,
-taken before its INSERT, so it overstates by the rest of the transaction.
+`X-Bench-Committed-At`, the server's clock read by an `on_commit` callback of the transaction that
+wrote `purchase.created`, right after its COMMIT returned. Latency = the client's clock when the
+`purchase.created` frame arrives minus that stamp (same machine, same clock). As a bound from the
+other side, "from event created_at" is measured from the event's `occurred_at`, taken before its
+INSERT, so it overstates by the rest of the transaction.
+
+Where the CPU goes during the run is read from /proc: each process (group), the PostgreSQL backends
+serving each (by application_name), the load generator and the whole machine.
 """
 
 import asyncio
 import contextlib
 import json
+import os
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from benchmarks.harness import Context, Result, flush_redis, log, percentile
+from benchmarks.harness import Context, CpuUsage, Result, flush_redis, log, percentile
 from benchmarks.loadgen import HttpConnection, webhook_request
 from benchmarks.middleware import COMMIT_STAMP_HEADER
 
@@ -31,6 +37,11 @@ RATE = 50.0
 CLIENTS = 200
 TARGET_P99_MS = 50.0
 WEBHOOK = "/api/v1/payments/webhook"
+PRODUCT, ONE_PROCESS = "product", "one"
+CASES = {
+    PRODUCT: "web + ws processes (the Procfile)",
+    ONE_PROCESS: "1 ASGI process (webhooks + sockets)",
+}
 
 
 def run(ctx: Context) -> Result:
@@ -40,31 +51,45 @@ def run(ctx: Context) -> Result:
     ctx.pg.create(src, template=ctx.template)
     seeded = ctx.build(src, {"seed": {"students": CLIENTS, "trainers": 10}, "vacuum": True})
     try:
-        for split in (False, True):
-            _one_case(ctx, result, src, seeded, seconds, split=split)
+        for layout in (PRODUCT, ONE_PROCESS):
+            _one_case(ctx, result, src, seeded, seconds, layout=layout)
     finally:
         ctx.pg.drop(src)
     result.details["seconds_per_case"] = seconds
     return result
 
 
-def _one_case(ctx: Context, result: Result, src: str, seeded: dict[str, Any], seconds: float, *, split: bool) -> None:
-    """One run on a fresh copy of the seeded database. `split`: the webhooks go to a second uvicorn
-    process, so the one serving the sockets runs no Django views (what that would buy)."""
-    db = f"{src}_{'split' if split else 'one'}"
+def _one_case(ctx: Context, result: Result, src: str, seeded: dict[str, Any], seconds: float, *, layout: str) -> None:
+    """One run on a fresh copy of the seeded database, in one of the two layouts."""
+    db = f"{src}_{layout}"
     ctx.pg.create(db, template=src)
     flush_redis(ctx.redis_url)
     env = ctx.env(db, BENCH_COMMIT_STAMP="1")
-    tag = "split" if split else "one"
+    tag = f"-latency-{layout}"
     try:
         with ctx.procs.scope():
-            _, port = ctx.procs.server(f"web-latency-{tag}", env)
-            http_port = ctx.procs.server(f"web-latency-{tag}-http", env)[1] if split else port
-            worker = ctx.procs.worker(f"worker-latency-{tag}", env)
-            relay = ctx.procs.relay(f"relay-latency-{tag}", env)
+            if layout == PRODUCT:
+                ws_port = ctx.procs.ws(f"ws{tag}", env)[1]
+                http_port = ctx.procs.web(f"web{tag}", env)[1]
+            else:
+                ws_port = http_port = ctx.procs.ws(f"asgi{tag}", env)[1]
+            worker = ctx.procs.worker(f"worker{tag}", env)
+            relay = ctx.procs.relay(f"relay{tag}", env)
             ctx.procs.wait_ready([worker], " ready.", timeout=90)
             ctx.procs.wait_ready([relay], " started", timeout=60)
-            run_ = asyncio.run(_measure(port, http_port, seeded["students"], seeded["course_id"], seconds))
+            with ctx.pg.connect(db) as watcher:
+                usage = CpuUsage(
+                    [p for p in ctx.procs.procs if not p.name.startswith("pyspy-")],
+                    lambda: dict(
+                        watcher.execute(
+                            "SELECT pid, application_name FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND pid <> pg_backend_pid()"
+                        ).fetchall()
+                    ),
+                )
+                run_ = asyncio.run(
+                    _measure(ws_port, http_port, seeded["students"], seeded["course_id"], seconds, usage.mark)
+                )
         # Where the time goes: when the relay settled each purchase.created push (it pushes, then
         # settles), on the database clock (the same machine clock as the stamps).
         with ctx.pg.connect(db) as conn:
@@ -83,10 +108,10 @@ def _one_case(ctx: Context, result: Result, src: str, seeded: dict[str, Any], se
     to_relay = [(settled[i] - stamp) * 1000 for i, (stamp, _) in pairs.items() if i in settled]
     to_socket = [(frame - settled[i]) * 1000 for i, (_, frame) in pairs.items() if i in settled]
     p99 = percentile(lat, 99)
-    case = "webhooks on their own web process" if split else "1 web process (webhooks + sockets)"
+    case = CASES[layout]
     result.add(case, "commit->frame p50", percentile(lat, 50), "ms")
-    target = "" if split else f"<= {TARGET_P99_MS:.0f}"
-    result.add(case, "commit->frame p99", p99, "ms", target=target, met=None if split else p99 <= TARGET_P99_MS)
+    target = f"<= {TARGET_P99_MS:.0f}" if layout == PRODUCT else ""
+    result.add(case, "commit->frame p99", p99, "ms", target=target, met=p99 <= TARGET_P99_MS if target else None)
     result.add(case, "commit->frame max", max(lat) if lat else float("nan"), "ms")
     result.add(case, "  of which commit->relay pushed p99", percentile(to_relay, 99), "ms")
     result.add(case, "  of which pushed->frame p99", percentile(to_socket, 99), "ms")
@@ -97,6 +122,11 @@ def _one_case(ctx: Context, result: Result, src: str, seeded: dict[str, Any], se
     missing = run_["accepted"] - len(lat)  # accepted webhooks whose purchase.created never arrived
     result.add(case, "frames missing", float(missing), "frames", target="0", met=missing == 0)
     result.add(case, "achieved rate", run_["sent"] / run_["send_seconds"], "purchases/s")
+    cores = {name.replace(tag, ""): value for name, value in usage.cores().items()}
+    result.add(case, "CPU used, whole machine", cores["machine"], f"of {os.cpu_count()} cores")
+    for name, value in cores.items():
+        if name != "machine":
+            result.add(case, f"  by {name}", value, "cores")
     result.details[case] = {
         "sent": run_["sent"],
         "frames": len(lat),
@@ -107,6 +137,7 @@ def _one_case(ctx: Context, result: Result, src: str, seeded: dict[str, Any], se
         "relay_pushed_to_frame_ms": _summary(to_socket),
         "created_to_frame_ms": _summary(upper),
         "webhook_response_ms": _summary(run_["response_ms"]),
+        "cpu_cores": {k: round(v, 3) for k, v in cores.items()},
     }
 
 
@@ -120,7 +151,7 @@ def _summary(values: list[float]) -> dict[str, float | int]:
 
 
 async def _measure(
-    port: int, http_port: int, students: list[list[Any]], course_id: int, seconds: float
+    ws_port: int, http_port: int, students: list[list[Any]], course_id: int, seconds: float, mark: Callable[[], None]
 ) -> dict[str, Any]:
     from websockets.asyncio.client import connect
 
@@ -141,7 +172,7 @@ async def _measure(
 
     async def open_socket(token: str) -> None:
         async with gate:
-            ws = await connect(f"ws://127.0.0.1:{port}/ws/events/?token={token}", open_timeout=30, max_queue=None)
+            ws = await connect(f"ws://127.0.0.1:{ws_port}/ws/events/?token={token}", open_timeout=30, max_queue=None)
             sockets.append(ws)
             readers.append(asyncio.create_task(read(ws)))
 
@@ -191,7 +222,9 @@ async def _measure(
     nonce = time.time_ns()
     await schedule(f"warm-{nonce}", int(2 * RATE))
     log(f"latency: warmed up; sending {RATE:.0f}/s for {seconds:.0f} s")
+    mark()
     ids, send_seconds, late = await schedule(f"run-{nonce}", int(seconds * RATE))
+    mark()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and not all(i in frames for i in ids if i in stamps):
         await asyncio.sleep(0.1)

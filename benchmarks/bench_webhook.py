@@ -1,7 +1,7 @@
 """1. Webhook throughput and latency: the real webhook (outbox) against the naive on_commit(task.delay).
 
-Two uvicorn servers (`config.asgi:application`, benchmark settings), each on its own copy of one seeded
-database: the outbox one runs the product's webhook, the naive one `benchmarks.naive` on a database
+Two web servers as the Procfile runs them (gunicorn, `config.wsgi`, benchmark settings), each on its own
+copy of one seeded database: the outbox one runs the product's webhook, the naive one `benchmarks.naive` on a database
 without the purchase guard trigger. 32 keep-alive clients post signed, distinct `payment.succeeded`
 events in a closed loop (each sends its next request when the last one answered), over 1,000 students
 (200 in --quick). The two paths take turns, a few rounds each, so machine noise hits both alike.
@@ -45,8 +45,8 @@ def run(ctx: Context) -> Result:
         for workers in worker_counts:
             with ctx.procs.scope():
                 servers = {
-                    "outbox": ctx.procs.server(f"web-outbox-w{workers}", ctx.env(outbox_db), workers=workers)[1],
-                    "naive": ctx.procs.server(f"web-naive-w{workers}", ctx.env(naive_db), workers=workers)[1],
+                    "outbox": ctx.procs.web(f"web-outbox-w{workers}", ctx.env(outbox_db), workers=workers)[1],
+                    "naive": ctx.procs.web(f"web-naive-w{workers}", ctx.env(naive_db), workers=workers)[1],
                 }
                 paths = {"outbox": OUTBOX_PATH, "naive": NAIVE_PATH}
                 for path_name, port in servers.items():  # warm up: connections, pools, code paths

@@ -192,6 +192,72 @@ class Proc:
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.output().splitlines()[-lines:])
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by every live process in this child's process group
+        (a Celery worker's pool children included; it leads its own group)."""
+        return sum(cpu for (_, pgrp), cpu in _proc_cpu().items() if pgrp == self.pid)
+
+
+def _proc_cpu() -> dict[tuple[int, int], float]:
+    """CPU seconds of every live process in /proc (Linux), by (pid, process group)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    totals: dict[tuple[int, int], float] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        # After "(comm)": state ppid pgrp ... utime (12th) stime (13th), in clock ticks.
+        totals[(int(entry.name), int(fields[2]))] = (int(fields[11]) + int(fields[12])) / tick
+    return totals
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat; differences of two
+    readings give the machine's utilisation in between (every core, every process, PostgreSQL too)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values) - idle) / tick, sum(values) / tick
+
+
+class CpuUsage:
+    """Where the CPU went between two `mark()`s: each child process (group), the PostgreSQL backends
+    serving each of them (by `application_name`, which every child sets to its name), this process
+    (the load generator) and the whole machine, so that "the rest" (Redis, the server's own background
+    processes, anything else running) shows too."""
+
+    def __init__(self, procs: list[Proc], backends: Callable[[], dict[int, str]] | None = None) -> None:
+        self.procs = procs
+        self.backends = backends or dict
+        self.marks: list[tuple[float, dict[str, float], float, float]] = []
+
+    def mark(self) -> None:
+        per_pid = _proc_cpu()
+        own = os.times()
+        busy, _ = machine_busy_seconds()
+        cpu = {p.name: sum(c for (pid, pgrp), c in per_pid.items() if pgrp == p.pid) for p in self.procs}
+        for pid, app in self.backends().items():
+            key = f"postgres for {app or '?'}"
+            cpu[key] = cpu.get(key, 0.0) + sum(c for (p, _), c in per_pid.items() if p == pid)
+        self.marks.append((time.monotonic(), cpu, own.user + own.system, busy))
+
+    def cores(self) -> dict[str, float]:
+        """Average cores used between the first and the last mark, by name; `machine` is every core of
+        the machine, `loadgen` this process, `other` the machine minus everything named. (A backend
+        that connected or ended in between counts only its share from the marks it was seen at.)"""
+        (t0, cpu0, own0, busy0), (t1, cpu1, own1, busy1) = self.marks[0], self.marks[-1]
+        wall = max(t1 - t0, 1e-9)
+        out = {name: max(cpu1[name] - cpu0.get(name, 0.0), 0.0) / wall for name in cpu1}
+        out["loadgen"] = (own1 - own0) / wall
+        out["machine"] = (busy1 - busy0) / wall
+        out["other"] = out["machine"] - sum(v for k, v in out.items() if k != "machine")
+        return out
+
 
 class Processes:
     """Every child process a benchmark starts, each in its own session (so a Ctrl-C at the terminal
@@ -215,7 +281,7 @@ class Processes:
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
         log_path = self.log_dir / f"{name}.log"
-        env = {"PGAPPNAME": name[:60], **env}  # who is who in pg_stat_activity
+        env = {"DB_APPLICATION_NAME": name[:60], **env}  # who is who in pg_stat_activity
         with open(log_path, "wb") as out:
             popen = subprocess.Popen(
                 args,
@@ -237,7 +303,10 @@ class Processes:
         out = self.log_dir.parent / "profiles" / f"{proc.name}.txt"
         out.parent.mkdir(parents=True, exist_ok=True)
         args = [self.pyspy, "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "250"]
-        args += ["--subprocesses", "--nonblocking", "--idle", "-o", str(out)]
+        # BENCH_PYSPY_GIL=1: only the thread holding the GIL, i.e. where the Python CPU time goes
+        # (the default, --idle, also shows what threads wait on).
+        args += ["--subprocesses", "--nonblocking", "-o", str(out)]
+        args.append("--gil" if os.environ.get("BENCH_PYSPY_GIL") == "1" else "--idle")
         with open(self.log_dir / f"pyspy-{proc.name}.log", "wb") as spy_log:
             popen = subprocess.Popen(args, stdout=spy_log, stderr=subprocess.STDOUT, start_new_session=True)
         # Registered after its target, so stop_all() stops the target first and py-spy writes its file.
@@ -259,25 +328,23 @@ class Processes:
             raise BenchError(f"{name} failed (exit {proc.popen.returncode}):\n{proc.tail()}")
         return proc.output()
 
-    def server(self, name: str, env: dict[str, str], *, workers: int = 1) -> tuple[Proc, int]:
+    def web(self, name: str, env: dict[str, str], *, workers: int | None = None) -> tuple[Proc, int]:
+        """The Procfile's `web` process (gunicorn, `config.wsgi`, `config/gunicorn.conf.py`); `workers`
+        overrides the configured number of processes (WEB_CONCURRENCY)."""
         port = free_port()
-        args = [
-            PY,
-            "-m",
-            "uvicorn",
-            "config.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--lifespan",
-            "off",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ]
-        if workers > 1:
+        args = [PY, "-m", "gunicorn", "config.wsgi:application", "--config", "config/gunicorn.conf.py"]
+        args += ["--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
+        if workers is not None:
             args += ["--workers", str(workers)]
+        proc = self.start(name, args, env)
+        wait_for(lambda: _port_open(port), timeout=60, what=f"{name} to listen", procs=[proc])
+        return proc, port
+
+    def ws(self, name: str, env: dict[str, str]) -> tuple[Proc, int]:
+        """The Procfile's `ws` process (uvicorn, `config.asgi`; it serves HTTP too)."""
+        port = free_port()
+        args = [PY, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
+        args += ["--lifespan", "off", "--no-access-log", "--log-level", "warning"]
         proc = self.start(name, args, env)
         wait_for(lambda: _port_open(port), timeout=60, what=f"{name} to listen", procs=[proc])
         return proc, port

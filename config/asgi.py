@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP (Django) and WebSocket (Channels) on one server."""
+"""ASGI entry point of the `ws` process: WebSocket (Channels), and HTTP too (Django), so that one
+server can also serve everything (the tests do; in production the `web` process serves HTTP)."""
 
 import os
 

@@ -169,6 +169,9 @@ CHANNEL_LAYERS = {
 # client, which reconnects with ?after=<last seq>. Generous for slow mobile links: the server buffers
 # ~64 KiB plus the kernel's socket buffer before a send blocks at all.
 REALTIME_SEND_TIMEOUT_SECONDS = float(os.environ.get("REALTIME_SEND_TIMEOUT_SECONDS", "10"))
+# Where browsers open the event stream, e.g. `ws://127.0.0.1:8001` when the `ws` process listens on its
+# own port (`dev.py run`); empty means the page's own origin (a router sends /ws/ to the `ws` process).
+REALTIME_WS_URL = os.environ.get("REALTIME_WS_URL", "").rstrip("/")
 
 # Read models (the dashboard) live in Redis; the TTL is a safety net, the relay invalidates.
 READ_CACHE_URL = REDIS_URL

@@ -1,7 +1,7 @@
 """`python -m config.stack run|test|manage`: what `dev.py` runs inside the virtualenv.
 
 run:    start embedded services for what DATABASE_URL / REDIS_URL leave out, migrate, seed the demo,
-        then supervise web (ASGI), relay and worker in the foreground until Ctrl-C (or until one of
+        then supervise web (WSGI), ws (ASGI), relay and worker in the foreground until Ctrl-C (or until one of
         them dies). Everything it started is stopped on the way out, also when interrupted early.
 test:   ruff, ruff format --check, mypy, import-linter and pytest against real services (an embedded
         Redis of its own, because the tests flush it).
@@ -130,10 +130,23 @@ def _short(path: Path) -> str:
 WS_FLAGS = ["--ws-ping-interval", "20", "--ws-ping-timeout", "20", "--ws-max-size", "65536"]
 
 
-def procfile_commands(port: str) -> dict[str, list[str]]:
-    """The Procfile's three processes, tuned for a laptop (loopback only, quick worker start)."""
+def procfile_commands(port: str, ws_port: str) -> dict[str, list[str]]:
+    """The Procfile's four processes, tuned for a laptop (loopback only, one web process, quick worker
+    start)."""
     return {
         "web": [
+            PY,
+            "-m",
+            "gunicorn",
+            "config.wsgi:application",
+            "--config",
+            "config/gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+        ],
+        "ws": [
             PY,
             "-m",
             "uvicorn",
@@ -141,7 +154,7 @@ def procfile_commands(port: str) -> dict[str, list[str]]:
             "--host",
             "127.0.0.1",
             "--port",
-            port,
+            ws_port,
             "--lifespan",
             "off",
             "--no-access-log",
@@ -226,15 +239,23 @@ def run() -> int:
     if not port.isdigit():
         say(f"PORT must be a number, not {port!r}")
         return 2
-    if not _port_free(int(port)):
-        say(f"port {port} is in use (another `dev.py run`?); pick another: PORT=8001 python3 dev.py run")
+    ws_port = os.environ.get("WS_PORT", str(int(port) + 1))
+    if not ws_port.isdigit() or ws_port == port:
+        say(f"WS_PORT must be a number other than PORT, not {ws_port!r}")
         return 2
+    for number in (port, ws_port):
+        if not _port_free(int(number)):
+            say(f"port {number} is in use (another `dev.py run`?); pick others: PORT=8010 python3 dev.py run")
+            return 2
     started_at = time.monotonic()
     services = EmbeddedServices(default_data_dir())
     children: list[Child] = []
     try:
         env = _env(services)
         env["PORT"] = port
+        env["WS_PORT"] = ws_port
+        # The student page served by `web` opens its socket on the `ws` process's port.
+        env.setdefault("REALTIME_WS_URL", f"ws://127.0.0.1:{ws_port}")
         say("\n".join(["services:", *_describe(services, env)]))
         say("migrating ...")
         subprocess.run([PY, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, check=True, cwd=ROOT)
@@ -243,13 +264,13 @@ def run() -> int:
         )
         demo = json.loads(seeded.stdout.strip().splitlines()[-1])  # the JSON is its last line
         _forget_dead_metrics(env)
-        for name, cmd in procfile_commands(port).items():
+        for name, cmd in procfile_commands(port, ws_port).items():
             child_env = {**env, "DB_APPLICATION_NAME": env.get("DB_APPLICATION_NAME") or f"coursechain-{name}"}
             with _deferred_stop():
                 children.append(Child(name, cmd, child_env))
         base = f"http://127.0.0.1:{port}"
-        _wait_ready(f"{base}/api/schema/", children)
-        _print_banner(base, port, demo, time.monotonic() - started_at)
+        _wait_ready([f"{base}/api/schema/", f"http://127.0.0.1:{ws_port}/api/schema/"], children)
+        _print_banner(base, port, env["REALTIME_WS_URL"], demo, time.monotonic() - started_at)
         while all(c.alive() for c in children):
             time.sleep(0.5)
         dead = [c.name for c in children if not c.alive()]
@@ -277,44 +298,44 @@ class StartupFailed(Exception):
     pass
 
 
-def _wait_ready(url: str, children: list[Child], timeout: float = 90.0, markers_timeout: float = 20.0) -> None:
-    """Wait until the web process answers HTTP and the relay and worker have said they are ready.
+def _wait_ready(urls: list[str], children: list[Child], timeout: float = 90.0, markers_timeout: float = 20.0) -> None:
+    """Wait until the web and ws processes answer HTTP and the relay and worker have said they are ready.
 
-    The web process is required; a missing ready line (a changed log format) only delays the banner.
+    The servers are required; a missing ready line (a changed log format) only delays the banner.
     """
     started = time.monotonic()
-    web_up = False
+    down = list(urls)
     while True:
         dead = [c.name for c in children if not c.alive()]
         if dead:
             raise StartupFailed(f"{', '.join(dead)} exited during start-up (see its output above)")
-        if not web_up:
+        for url in list(down):
             try:
                 with urllib.request.urlopen(url, timeout=2):
-                    web_up = True
+                    down.remove(url)
             except urllib.error.HTTPError:
-                web_up = True  # it answers: up
+                down.remove(url)  # it answers: up
             except OSError:
                 pass
         waiting = [c.name for c in children if c.name in READY_MARKERS and not c.ready.is_set()]
         elapsed = time.monotonic() - started
-        if web_up and (not waiting or elapsed > markers_timeout):
+        if not down and (not waiting or elapsed > markers_timeout):
             if waiting:
                 say(f"({', '.join(waiting)} did not report ready yet; going on)")
             return
         if elapsed > timeout:
-            raise StartupFailed(f"the web process did not answer {url} within {timeout:.0f} s")
+            raise StartupFailed(f"no answer from {', '.join(down)} within {timeout:.0f} s")
         time.sleep(0.1)
 
 
-def _print_banner(base: str, port: str, demo: dict[str, list[dict[str, object]]], took: float) -> None:
+def _print_banner(base: str, port: str, ws_url: str, demo: dict[str, list[dict[str, object]]], took: float) -> None:
     student = demo["students"][0]
     course = demo["courses"][0]
     pay_prefix = f"PORT={port} " if port != "8000" else ""
     auth = f"'Authorization: Token {student['token']}'"
     lines = [
         "",
-        f"Ready in {took:.1f} s: web + relay + worker. Ctrl-C stops everything.",
+        f"Ready in {took:.1f} s: web + ws + relay + worker. Ctrl-C stops everything.",
         f"  Open {student['email']}'s live page, then pay (below) or add a purchase in the admin:",
         f"    {base}/?token={student['token']}",
         f"  API docs    {base}/api/docs/",
@@ -328,7 +349,7 @@ def _print_banner(base: str, port: str, demo: dict[str, list[dict[str, object]]]
         "  Then the dashboard shows the purchase, its trainer and its sessions:",
         f"    curl -s -H {auth} {base}/api/v1/me/dashboard",
         "  Live events (every event after seq 0, then new ones as they happen):",
-        f"    ws://127.0.0.1:{port}/ws/events/?token={student['token']}&after=0",
+        f"    {ws_url}/ws/events/?token={student['token']}&after=0",
         "",
     ]
     say("\n".join(lines))

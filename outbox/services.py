@@ -50,13 +50,14 @@ def emit(
     if not connection.in_atomic_block:
         raise OutboxError("emit() must be called inside transaction.atomic(), with the state it describes")
     with connection.cursor() as cursor:
+        # NOTIFY in the same round trip: it is transactional, so where in the transaction makes no odds.
         cursor.execute(
             "INSERT INTO outbox_studentstream (student_id, last_seq) VALUES (%s, 1) "
             "ON CONFLICT (student_id) DO UPDATE SET last_seq = outbox_studentstream.last_seq + 1 "
-            "RETURNING last_seq",
-            [student_id],
+            "RETURNING last_seq, pg_notify(%s, '') IS NULL",
+            [student_id, NOTIFY_CHANNEL],
         )
-        (seq,) = cursor.fetchone()
+        seq = cursor.fetchone()[0]
         event = OutboxEvent.objects.create(
             type=type,
             aggregate_type=aggregate_type,
@@ -73,5 +74,4 @@ def emit(
         Delivery.objects.bulk_create(
             [Delivery(event=event, sink=sink, student_id=student_id, seq=seq, available_at=now) for sink in sinks]
         )
-        cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
     return event

@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from outbox import services as outbox
@@ -61,14 +61,19 @@ def provider_event_receive(
             ).purchase
         elif type == PAYMENT_REFUNDED:
             purchase = purchase_refund(payment_id=data["payment_id"], actor="webhook").purchase
-        ProviderEvent.objects.get_or_create(
-            provider_event_id=event_id,
-            defaults={
-                "type": type,
-                "payment_id": str(data.get("payment_id", ""))[:128] if isinstance(data, dict) else "",
-                "outcome": ProviderEvent.Outcome.APPLIED if purchase else ProviderEvent.Outcome.IGNORED,
-                "payload": raw,
-            },
+        # A concurrent call for the same event id has recorded it already (we waited for it on the
+        # unique index): keep its record. One statement, no savepoint.
+        ProviderEvent.objects.bulk_create(
+            [
+                ProviderEvent(
+                    provider_event_id=event_id,
+                    type=type,
+                    payment_id=str(data.get("payment_id", ""))[:128] if isinstance(data, dict) else "",
+                    outcome=ProviderEvent.Outcome.APPLIED if purchase else ProviderEvent.Outcome.IGNORED,
+                    payload=raw,
+                )
+            ],
+            ignore_conflicts=True,
         )
         return ProviderEventResult(purchase=purchase, ignored=purchase is None)
 
@@ -99,13 +104,9 @@ def purchase_create(
         course = Course.objects.filter(id=course_id).first()
         if course is None:
             raise UnknownCourse(f"no course with id {course_id}", course_id=course_id)
-        # A concurrent call for the same payment blocks on the unique index until the first commits,
-        # then get_or_create finds its row: exactly one purchase, no error.
-        payment, created = Payment.objects.get_or_create(
-            provider_payment_id=payment_id, defaults={"amount": amount, "currency": currency.upper()}
-        )
-        if not created:
-            return PurchaseResult(purchase=Purchase.objects.get(payment=payment), created=False)
+        payment = _payment_insert(payment_id=payment_id, amount=amount, currency=currency.upper())
+        if payment is None:
+            return PurchaseResult(purchase=Purchase.objects.get(payment__provider_payment_id=payment_id), created=False)
         purchase = Purchase.objects.create(payment=payment, student=student, course=course)
         outbox.emit(
             type="purchase.created",
@@ -123,6 +124,30 @@ def purchase_create(
             cause=Cause(actor=actor, correlation_id=payment_id),
         )
         return PurchaseResult(purchase=purchase, created=True)
+
+
+def _payment_insert(*, payment_id: str, amount: Decimal, currency: str) -> Payment | None:
+    """Insert the payment, or return None if one with this provider id exists.
+
+    `ON CONFLICT DO NOTHING`: a concurrent call for the same payment blocks on the unique index until
+    the first one commits, and then inserts nothing, so exactly one purchase results, with no error and
+    no savepoint (`get_or_create` would take four round trips). Needs the caller's transaction.
+    """
+    received_at = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Payment._meta.db_table} (provider_payment_id, amount, currency, received_at) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT (provider_payment_id) DO NOTHING RETURNING id",
+            [payment_id, amount, currency, received_at],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    payment = Payment(id=row[0], provider_payment_id=payment_id, amount=amount, currency=currency)
+    payment.received_at = received_at
+    payment._state.adding = False
+    payment._state.db = connection.alias
+    return payment
 
 
 def purchase_refund(*, payment_id: str, actor: str) -> PurchaseResult:

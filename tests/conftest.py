@@ -218,7 +218,16 @@ class Processes:
             **env,
         )
 
+    def web(self, name: str = "web", port: int | None = None, /, **env: str) -> str:
+        """The Procfile's `web` process: gunicorn serving `config.wsgi` (HTTP only)."""
+        port = port or free_port()
+        args = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--config", "config/gunicorn.conf.py"]
+        self.start(name, [*args, "--bind", f"127.0.0.1:{port}", "--workers", "1"], **env)
+        wait_until(lambda: _port_open(port), timeout=30, what=f"{name} to listen on {port}")
+        return f"127.0.0.1:{port}"
+
     def server(self, name: str = "web", port: int | None = None, /, **env: str) -> str:
+        """The Procfile's `ws` process: uvicorn serving `config.asgi` (WebSockets, and HTTP too)."""
         port = port or free_port()
         self.start(
             name,

@@ -45,11 +45,12 @@ def test_the_page_updates_live_and_resumes_after_the_server_dies(
 ) -> None:
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API keeps an event loop here
     get_user_model().objects.create_superuser("operator", "op@example.com", "operator-password")
-    host = processes.server()
-    port = int(host.rsplit(":", 1)[1])
+    # As in production: the page and the admin from `web`, the socket from `ws` (on its own port here).
+    ws_host = processes.server("ws")
+    ws_port = int(ws_host.rsplit(":", 1)[1])
+    base = f"http://{processes.web(REALTIME_WS_URL=f'ws://{ws_host}')}"
     processes.relay()
     processes.worker()
-    base = f"http://{host}"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     with sync_playwright() as pw:
@@ -74,7 +75,7 @@ def test_the_page_updates_live_and_resumes_after_the_server_dies(
         student_page.screenshot(path=str(SCREENSHOTS / "student_page_live.png"), full_page=True)
 
         # The socket's server dies: the page says so, events happen meanwhile, the page catches up.
-        kill9(processes.procs["web"])
+        kill9(processes.procs["ws"])
         expect(state).to_have_attribute("data-state", "reconnecting", timeout=5000)
         purchase_create(
             payment_id="pay_while_down",
@@ -84,7 +85,7 @@ def test_the_page_updates_live_and_resumes_after_the_server_dies(
             currency="EUR",
             actor="test",
         )
-        processes.server("web-again", port)
+        processes.server("ws-again", ws_port)
         expect(state).to_have_attribute("data-state", "live", timeout=15000)
         expect(student_page.locator(".purchase")).to_have_count(2, timeout=5000)
         for item in student_page.locator(".purchase").all():

@@ -27,7 +27,7 @@ def all_done(expected: int) -> bool:
 def test_webhook_to_sessions_through_relay_and_worker_processes(
     student: Any, course: Course, trainer: Trainer, processes: Processes
 ) -> None:
-    host = processes.server()
+    host = processes.web()
     processes.worker()
     processes.relay()
     token = {"Authorization": f"Token {student.auth_token.key}"}

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 
 
 def test_a_hundred_concurrent_copies_make_one_purchase(student: Any, course: Course, processes: Processes) -> None:
-    host = processes.server()
+    host = processes.web()
     body = webhook_body(payment_id="pay_storm", student_id=student.pk, course_id=course.pk)
     with ThreadPoolExecutor(max_workers=100) as pool:
         results = list(pool.map(lambda _: post_webhook(host, body, timeout=60), range(100)))
@@ -26,7 +26,7 @@ def test_a_hundred_concurrent_copies_make_one_purchase(student: Any, course: Cou
 def test_fifty_different_events_for_one_payment_make_one_purchase(
     student: Any, course: Course, processes: Processes
 ) -> None:
-    host = processes.server()
+    host = processes.web()
     bodies = [
         webhook_body(payment_id="pay_many", student_id=student.pk, course_id=course.pk, event_id=f"evt_{i}")
         for i in range(50)

@@ -73,8 +73,9 @@
   }
 
   function connect() {
-    const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const url = scheme + "://" + location.host + "/ws/events/?token=" + encodeURIComponent(token) + "&after=" + lastSeq;
+    // The `ws` process's address when it has its own (REALTIME_WS_URL), else this page's origin.
+    const base = document.body.dataset.wsUrl || (location.protocol === "https:" ? "wss" : "ws") + "://" + location.host;
+    const url = base + "/ws/events/?token=" + encodeURIComponent(token) + "&after=" + lastSeq;
     socket = new WebSocket(url);
     socket.onopen = () => { retryDelay = 500; setState("live", "live"); startPinging(); };
     socket.onmessage = async (message) => {

@@ -1,0 +1,20 @@
+"""Gunicorn settings of the `web` process (Procfile): the HTTP API, the admin and the student page.
+
+Threads rather than more processes: the views mostly wait on PostgreSQL. Each process holds at most
+DB_POOL_MAX_SIZE connections, which is kept at least WEB_THREADS so that no request thread waits for one.
+"""
+
+import os
+
+# A container's port must be reachable from outside it; set HOST=127.0.0.1 to keep it local.
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "8"))
+# A request stuck longer than this (a hung database) gets its worker restarted instead of holding it.
+timeout = int(os.environ.get("WEB_TIMEOUT_SECONDS", "30"))
+graceful_timeout = 20
+accesslog = "-" if os.environ.get("WEB_ACCESS_LOG") == "1" else None
+errorlog = "-"
+# Gunicorn's control socket (a file under $HOME) is not used by anything here.
+control_socket_disable = True
