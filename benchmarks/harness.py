@@ -195,23 +195,24 @@ class Proc:
     def cpu_seconds(self) -> float:
         """CPU time (user + system) used so far by every live process in this child's process group
         (a Celery worker's pool children included; it leads its own group)."""
-        return sum(cpu for (_, pgrp), cpu in _proc_cpu().items() if pgrp == self.pid)
+        return sum(cpu for (_, pgrp, _), cpu in _proc_cpu().items() if pgrp == self.pid)
 
 
-def _proc_cpu() -> dict[tuple[int, int], float]:
-    """CPU seconds of every live process in /proc (Linux), by (pid, process group)."""
+def _proc_cpu() -> dict[tuple[int, int, str], float]:
+    """CPU seconds of every live process in /proc (Linux), by (pid, process group, command name)."""
     tick = os.sysconf("SC_CLK_TCK")
-    totals: dict[tuple[int, int], float] = {}
+    totals: dict[tuple[int, int, str], float] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
+                comm, _, rest = f.read().partition(" (")[2].rpartition(")")
         except OSError:  # gone meanwhile
             continue
+        fields = rest.split()
         # After "(comm)": state ppid pgrp ... utime (12th) stime (13th), in clock ticks.
-        totals[(int(entry.name), int(fields[2]))] = (int(fields[11]) + int(fields[12])) / tick
+        totals[(int(entry.name), int(fields[2]), comm)] = (int(fields[11]) + int(fields[12])) / tick
     return totals
 
 
@@ -240,10 +241,16 @@ class CpuUsage:
         per_pid = _proc_cpu()
         own = os.times()
         busy, _ = machine_busy_seconds()
-        cpu = {p.name: sum(c for (pid, pgrp), c in per_pid.items() if pgrp == p.pid) for p in self.procs}
-        for pid, app in self.backends().items():
-            key = f"postgres for {app or '?'}"
-            cpu[key] = cpu.get(key, 0.0) + sum(c for (p, _), c in per_pid.items() if p == pid)
+        cpu = {p.name: sum(c for (_, pgrp, _), c in per_pid.items() if pgrp == p.pid) for p in self.procs}
+        backends = self.backends()
+        for (pid, _, comm), c in per_pid.items():
+            if pid in backends:
+                key = f"postgres for {backends[pid] or '?'}"
+            elif comm in ("postgres", "redis-server"):  # the rest of PostgreSQL (background, other
+                key = f"{comm} (the rest)" if comm == "postgres" else comm  # databases), and Redis
+            else:
+                continue
+            cpu[key] = cpu.get(key, 0.0) + c
         self.marks.append((time.monotonic(), cpu, own.user + own.system, busy))
 
     def cores(self) -> dict[str, float]:
