@@ -73,11 +73,14 @@ def _take_a_place() -> Trainer | None:
         if not candidates:
             return None
         for trainer_id in candidates:
-            taken = Trainer.objects.filter(id=trainer_id, active_count__lt=F("capacity")).update(
-                active_count=F("active_count") + 1
+            # Take the place and read the trainer back in one statement.
+            taken = Trainer.objects.raw(
+                f"UPDATE {Trainer._meta.db_table} SET active_count = active_count + 1 "
+                "WHERE id = %s AND active_count < capacity RETURNING *",
+                [trainer_id],
             )
-            if taken:
-                return Trainer.objects.get(id=trainer_id)
+            for trainer in taken:
+                return trainer
 
 
 WAITLIST_LOCK = 7_240_001  # pg_advisory_xact_lock key: "the waitlist and freed places"

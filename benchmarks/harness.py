@@ -253,6 +253,10 @@ class CpuUsage:
             cpu[key] = cpu.get(key, 0.0) + c
         self.marks.append((time.monotonic(), cpu, own.user + own.system, busy))
 
+    def seconds(self) -> float:
+        """Wall-clock seconds between the first and the last mark."""
+        return self.marks[-1][0] - self.marks[0][0]
+
     def cores(self) -> dict[str, float]:
         """Average cores used between the first and the last mark, by name; `machine` is every core of
         the machine, `loadgen` this process, `other` the machine minus everything named. (A backend

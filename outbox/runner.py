@@ -32,13 +32,11 @@ logger = logging.getLogger(__name__)
 def run_handler_batch(*, sink: str, delivery_ids: list[int]) -> None:
     handler = registry.get(sink)
     # The batch's deliveries and their (immutable) events in two queries, not two per delivery.
-    found = {
-        d: (student_id, event_id)
-        for d, student_id, event_id in Delivery.objects.filter(id__in=delivery_ids, sink=sink).values_list(
-            "id", "student_id", "event_id"
-        )
-    }
-    events = OutboxEvent.objects.in_bulk({event_id for _, event_id in found.values()})
+    found: dict[int, tuple[int, Any]] = {}
+    events: dict[Any, OutboxEvent] = {}
+    for delivery in Delivery.objects.filter(id__in=delivery_ids, sink=sink).select_related("event"):
+        found[delivery.pk] = (delivery.student_id, delivery.event_id)
+        events[delivery.event_id] = delivery.event
     ids = [d for d in delivery_ids if d in found]
     blocked: set[int] = set()  # students whose stream stopped in this batch
     pos = 0
@@ -66,11 +64,6 @@ def run_handler_batch(*, sink: str, delivery_ids: list[int]) -> None:
                 continue
         for delivery_id in chunk:
             _run_alone(handler, delivery_id, found, events, blocked)
-    if found:
-        # These streams' next deliveries (if any) are claimable now: wake the relays, rather than
-        # leave them to find out at their next poll (a student's backlog would move one per poll).
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
 
 
 def _run_alone(
@@ -108,7 +101,9 @@ def _run_alone(
 # One round trip for a whole chunk, in its transaction: lock the deliveries, re-check each is still
 # open and is its stream's next (no open delivery before it, other than chunk members, which this
 # statement settles in the same go, unless dead), record their inbox rows and mark them done. The
-# handlers then run in the same transaction: if one raises, all of it rolls back.
+# handlers then run in the same transaction: if one raises, all of it rolls back. And NOTIFY (sent at
+# COMMIT): these streams' next deliveries are claimable then, so the relays need not wait for their
+# next poll (a student's backlog would move one delivery per poll).
 _APPLY_SQL = """
 WITH target AS (
     SELECT id, sink, student_id, seq, status, event_id FROM outbox_delivery
@@ -131,7 +126,8 @@ WITH target AS (
     UPDATE outbox_delivery d SET status = 'done', last_error = '', done_at = now()
     FROM state s WHERE d.id = s.id AND NOT s.closed AND NOT s.earlier_open
 )
-SELECT s.id, s.closed, s.earlier_open, s.event_id IN (SELECT event_id FROM inbox) FROM state s
+SELECT s.id, s.closed, s.earlier_open, s.event_id IN (SELECT event_id FROM inbox)
+FROM state s CROSS JOIN (SELECT pg_notify(%(channel)s, '')) AS wake
 """
 
 
@@ -148,7 +144,7 @@ def _apply(
     with transaction.atomic(), connection.cursor() as cursor:
         if lock_timeout:
             cursor.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
-        cursor.execute(_APPLY_SQL, {"ids": ids, "handler": handler.name})
+        cursor.execute(_APPLY_SQL, {"ids": ids, "handler": handler.name, "channel": NOTIFY_CHANNEL})
         state = {row[0]: row[1:] for row in cursor.fetchall()}
         stuck = []
         for delivery_id in ids:

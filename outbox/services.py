@@ -1,14 +1,15 @@
 """The one way to record that something happened: `emit()` inside the writer's transaction."""
 
+import json
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from django.db import connection
 from django.utils import timezone
 
 from outbox import registry
-from outbox.models import Delivery, OutboxEvent
+from outbox.models import OutboxEvent
 
 REALTIME_SINK = "realtime"
 NOTIFY_CHANNEL = "outbox_due"
@@ -31,6 +32,32 @@ class Cause:
         return cls(actor=actor, correlation_id=event.correlation_id, causation_id=event.id)
 
 
+# Sequence, event, deliveries and NOTIFY in one round trip: emit() runs in every writing transaction
+# (webhook, handlers), and as three ORM statements it was a fifth of a handler's CPU time. The
+# stream's UPSERT row-locks it until COMMIT. NOTIFY is transactional: sent at COMMIT, wherever it is
+# called. `tx_id` takes its default, the writing transaction (see migration 0002).
+_EMIT_SQL = """
+WITH stream AS (
+    INSERT INTO outbox_studentstream (student_id, last_seq) VALUES (%(student_id)s, 1)
+    ON CONFLICT (student_id) DO UPDATE SET last_seq = outbox_studentstream.last_seq + 1
+    RETURNING last_seq
+), event AS (
+    INSERT INTO outbox_outboxevent (id, type, aggregate_type, aggregate_id, student_id, seq, payload,
+                                    correlation_id, causation_id, actor, created_at)
+    SELECT %(id)s, %(type)s, %(aggregate_type)s, %(aggregate_id)s, %(student_id)s, last_seq,
+           %(payload)s::jsonb, %(correlation_id)s, %(causation_id)s, %(actor)s, %(now)s
+    FROM stream
+    RETURNING id, seq
+), delivery AS (
+    INSERT INTO outbox_delivery (event_id, sink, student_id, seq, status, attempts, available_at,
+                                 claimed_by, last_error, created_at)
+    SELECT event.id, sink, %(student_id)s, event.seq, 'pending', 0, %(now)s, '', '', %(now)s
+    FROM event, unnest(%(sinks)s::text[]) AS sink
+)
+SELECT seq, pg_notify(%(channel)s, '') IS NULL FROM event
+"""
+
+
 def emit(
     *,
     type: str,
@@ -49,29 +76,38 @@ def emit(
     """
     if not connection.in_atomic_block:
         raise OutboxError("emit() must be called inside transaction.atomic(), with the state it describes")
+    event = OutboxEvent(
+        id=uuid4(),
+        type=type,
+        aggregate_type=aggregate_type,
+        aggregate_id=str(aggregate_id),
+        student_id=student_id,
+        payload=payload,
+        correlation_id=cause.correlation_id,
+        causation_id=cause.causation_id,
+        actor=cause.actor,
+        created_at=timezone.now(),
+    )
+    sinks = [REALTIME_SINK, *(h.name for h in registry.handlers_for(type))]
     with connection.cursor() as cursor:
-        # NOTIFY in the same round trip: it is transactional, so where in the transaction makes no odds.
         cursor.execute(
-            "INSERT INTO outbox_studentstream (student_id, last_seq) VALUES (%s, 1) "
-            "ON CONFLICT (student_id) DO UPDATE SET last_seq = outbox_studentstream.last_seq + 1 "
-            "RETURNING last_seq, pg_notify(%s, '') IS NULL",
-            [student_id, NOTIFY_CHANNEL],
+            _EMIT_SQL,
+            {
+                "id": event.id,
+                "type": event.type,
+                "aggregate_type": event.aggregate_type,
+                "aggregate_id": event.aggregate_id,
+                "student_id": student_id,
+                "payload": json.dumps(payload),
+                "correlation_id": event.correlation_id,
+                "causation_id": event.causation_id,
+                "actor": event.actor,
+                "now": event.created_at,
+                "sinks": sinks,
+                "channel": NOTIFY_CHANNEL,
+            },
         )
-        seq = cursor.fetchone()[0]
-        event = OutboxEvent.objects.create(
-            type=type,
-            aggregate_type=aggregate_type,
-            aggregate_id=str(aggregate_id),
-            student_id=student_id,
-            seq=seq,
-            payload=payload,
-            correlation_id=cause.correlation_id,
-            causation_id=cause.causation_id,
-            actor=cause.actor,
-        )
-        now = timezone.now()
-        sinks = [REALTIME_SINK, *(h.name for h in registry.handlers_for(type))]
-        Delivery.objects.bulk_create(
-            [Delivery(event=event, sink=sink, student_id=student_id, seq=seq, available_at=now) for sink in sinks]
-        )
+        event.seq = cursor.fetchone()[0]
+    event._state.adding = False
+    event._state.db = connection.alias
     return event
