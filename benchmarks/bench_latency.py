@@ -137,6 +137,9 @@ def _one_case(ctx: Context, result: Result, src: str, seeded: dict[str, Any], se
         if name != "machine":
             result.add(case, f"  in {name}", value, "ms")
     result.add(case, "machine busy (sending to all done)", cores["machine"], f"of {os.cpu_count()} cores")
+    # How far the handler chains lagged: seconds from the last webhook until every delivery was done.
+    done_note = "" if run_["chains_done"] else " (not all: gave up)"
+    result.add(case, f"chains all done after the last webhook{done_note}", run_["chains_done_after_s"], "s")
     result.details[case] = {
         "sent": run_["sent"],
         "frames": len(lat),
@@ -152,10 +155,13 @@ def _one_case(ctx: Context, result: Result, src: str, seeded: dict[str, Any], se
     }
 
 
-async def _until(predicate: Callable[[], bool], *, timeout: float) -> None:
+async def _until(predicate: Callable[[], bool], *, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
         await asyncio.sleep(0.05)
+    return True
 
 
 def _summary(values: list[float]) -> dict[str, float | int]:
@@ -251,7 +257,10 @@ async def _measure(
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and not all(i in frames for i in ids if i in stamps):
         await asyncio.sleep(0.1)
-    await _until(settled, timeout=30)  # every chain (allocation, sessions, their pushes) is done
+    sent_all = time.monotonic()
+    # Every chain (allocation, sessions, their pushes) is done: how far the handlers lagged behind.
+    chains_done = await _until(settled, timeout=120)
+    tail = time.monotonic() - sent_all
     mark()
     for ws in sockets:
         with contextlib.suppress(Exception):
@@ -265,6 +274,8 @@ async def _measure(
     return {
         "sent": len(ids),
         "send_seconds": send_seconds,
+        "chains_done": chains_done,
+        "chains_done_after_s": tail,
         "late_sends": late,
         "errors": errors,
         "response_ms": response_ms,
