@@ -39,6 +39,19 @@ class HttpConnection:
             self.writer = None
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> "HttpResponse":
+        reused = self.writer is not None
+        try:
+            return await self._post(path, body, headers)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            # A kept-alive connection the server closed while idle (its keep-alive timeout) fails with no
+            # byte of a response: send again on a new one, as HTTP clients do. Anything else is an error.
+            partial = isinstance(exc, asyncio.IncompleteReadError) and exc.partial
+            await self.close()
+            if not reused or partial:
+                raise
+            return await self._post(path, body, headers)
+
+    async def _post(self, path: str, body: bytes, headers: dict[str, str]) -> "HttpResponse":
         if self.writer is None:
             await self.open()
         assert self.reader is not None and self.writer is not None

@@ -14,6 +14,9 @@ threads = int(os.environ.get("WEB_THREADS", "8"))
 # A request stuck longer than this (a hung database) gets its worker restarted instead of holding it.
 timeout = int(os.environ.get("WEB_TIMEOUT_SECONDS", "30"))
 graceful_timeout = 20
+# Keep idle connections longer than a load balancer in front does (60 s is common), or it may send a
+# request on a connection gunicorn is closing and answer 502.
+keepalive = int(os.environ.get("WEB_KEEPALIVE_SECONDS", "75"))
 accesslog = "-" if os.environ.get("WEB_ACCESS_LOG") == "1" else None
 errorlog = "-"
 # Gunicorn's control socket (a file under $HOME) is not used by anything here.

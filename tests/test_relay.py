@@ -118,3 +118,34 @@ def test_a_live_lease_is_not_claimed_twice(student: Any, course: Course) -> None
     first = deliveries.claim(relay_id="a", limit=100)
     second = deliveries.claim(relay_id="b", limit=100)
     assert len(first) == 4 and second == []
+
+
+def test_relays_are_woken_at_commit_by_emit_and_by_the_runner(student: Any, course: Course, trainer: Trainer) -> None:
+    """emit() NOTIFYs with the event, and the runner with each settled handler delivery (the stream's
+    next delivery is claimable then): without either, a relay would only find the work at its next poll."""
+    import psycopg
+
+    from outbox.relay import _conninfo
+    from outbox.runner import run_handler_batch
+    from outbox.services import NOTIFY_CHANNEL
+
+    def wakes(listener: psycopg.Connection[Any]) -> int:
+        return sum(1 for _ in listener.notifies(timeout=0.5, stop_after=1))
+
+    with psycopg.connect(**_conninfo(), autocommit=True) as listener:
+        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        buy(student, course, "pay_wake")
+        assert wakes(listener) == 1  # purchase.created committed
+        allocation = Delivery.objects.get(sink="allocation.allocate_trainer")
+        Delivery.objects.filter(sink="realtime").update(status="done")
+        assert wakes(listener) == 0  # nothing else notifies
+        run_handler_batch(sink=allocation.sink, delivery_ids=[allocation.pk])
+        assert wakes(listener) == 1  # the handler's trainer.allocated and its settled delivery: one COMMIT
+        allocation.refresh_from_db()
+        assert allocation.status == "done"
+        sessions = Delivery.objects.get(sink="sessions.generate")
+        # A handler that emits nothing still wakes the relays when its delivery is settled.
+        Delivery.objects.filter(pk=sessions.pk).update(status="pending")
+        InboxEntry.objects.create(event_id=sessions.event_id, handler=sessions.sink)  # already applied
+        run_handler_batch(sink=sessions.sink, delivery_ids=[sessions.pk])
+        assert wakes(listener) == 1
