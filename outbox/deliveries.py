@@ -9,7 +9,9 @@ the relay talks to Redis or a worker runs a handler.
 """
 
 import json
+import math
 import weakref
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -115,6 +117,17 @@ def claim(*, relay_id: str, limit: int) -> list[Claimed]:
     ]
     claimed.sort(key=lambda c: (c.sink, c.student_id, c.seq))
     return claimed
+
+
+def claim_took_all(claimed: list[Claimed], *, limit: int) -> bool:
+    """Whether a claim of up to `limit` took everything that was due when it ran: fewer rows than the
+    limit, and no stream's run cut at its share (at most ⌈limit / streams⌉ each, see _CLAIM_SQL). Then
+    claiming again at once would find only what committed since, and that has sent a NOTIFY."""
+    if len(claimed) >= limit:
+        return False
+    per_stream = Counter((c.sink, c.student_id) for c in claimed)
+    share = math.ceil(limit / max(len(per_stream), 1))
+    return all(n < share for n in per_stream.values())
 
 
 def _message(row: tuple[Any, ...]) -> dict[str, object] | None:

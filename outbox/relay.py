@@ -46,12 +46,15 @@ class Relay:
         self.stopping = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._listener: psycopg.Connection[tuple[object, ...]] | None = None
+        self.took_all = False
 
     # -- one batch -------------------------------------------------------------------------------
 
     def step(self) -> int:
-        """Claim and deliver one batch; returns how many deliveries it claimed."""
+        """Claim and deliver one batch; returns how many deliveries it claimed. Sets `took_all`: whether
+        the claim took everything that was due (see `deliveries.claim_took_all`)."""
         claimed = deliveries.claim(relay_id=self.relay_id, limit=self.batch_size)
+        self.took_all = deliveries.claim_took_all(claimed, limit=self.batch_size)
         if not claimed:
             return 0
         realtime = [c for c in claimed if c.sink == REALTIME_SINK]
@@ -107,18 +110,21 @@ class Relay:
 
     # -- loops -----------------------------------------------------------------------------------
 
-    def drain(self, *, every_batch: Callable[[int], None] | None = None) -> int:
+    def drain(self, *, every_batch: Callable[[int], None] | None = None, until_notified: bool = False) -> int:
         """Deliver until nothing is claimable; returns the number of deliveries claimed.
 
-        `every_batch(n)` is called after each batch (the heartbeat, so a long drain still beats)."""
+        `every_batch(n)` is called after each batch (the heartbeat, so a long drain still beats). With
+        `until_notified`, stop as soon as a batch took everything that was due, without the claim that
+        would confirm it (at a steady trickle, half the claims came back empty): whatever commits
+        afterwards sends a NOTIFY, which the caller waits for."""
         total = 0
         while not self.stopping.is_set():
             n = self.step()
-            if n == 0:
-                break
             total += n
-            if every_batch is not None:
+            if n and every_batch is not None:
                 every_batch(n)
+            if n == 0 or (until_notified and self.took_all):
+                break
         return total
 
     def run_forever(self) -> None:
@@ -137,7 +143,8 @@ class Relay:
 
         while not self.stopping.is_set():
             try:
-                self.drain(every_batch=beat_if_due)
+                self._listen()
+                self.drain(every_batch=beat_if_due, until_notified=True)
                 beat_if_due(0)
                 self._wait_for_notify()
             except (OperationalError, InterfaceError, psycopg.Error) as exc:
@@ -162,10 +169,16 @@ class Relay:
         # Relays come and go with their pids: forget the ones silent for a day.
         RelayHeartbeat.objects.filter(beat_at__lt=now - HEARTBEAT_RETENTION).delete()
 
-    def _wait_for_notify(self) -> None:
+    def _listen(self) -> None:
+        """LISTEN before claiming: a NOTIFY for anything that commits after a claim's snapshot then
+        waits on this connection until `_wait_for_notify` reads it."""
         if self._listener is None:
             self._listener = psycopg.connect(**_conninfo(), autocommit=True)
             self._listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+
+    def _wait_for_notify(self) -> None:
+        self._listen()
+        assert self._listener is not None
         for _ in self._listener.notifies(timeout=self.poll_seconds, stop_after=1):
             break
 

@@ -149,3 +149,48 @@ def test_relays_are_woken_at_commit_by_emit_and_by_the_runner(student: Any, cour
         InboxEntry.objects.create(event_id=sessions.event_id, handler=sessions.sink)  # already applied
         run_handler_batch(sink=sessions.sink, delivery_ids=[sessions.pk])
         assert wakes(listener) == 1
+
+
+def test_a_claim_took_all_only_if_no_stream_was_cut_at_its_share() -> None:
+    def claimed(*streams: tuple[int, int]) -> list[deliveries.Claimed]:
+        rows = []
+        for student, count in streams:
+            rows += [
+                deliveries.Claimed(id=0, event_id="e", sink="realtime", student_id=student, seq=s, attempts=1)
+                for s in range(1, count + 1)
+            ]
+        return rows
+
+    assert deliveries.claim_took_all([], limit=10)
+    assert deliveries.claim_took_all(claimed((1, 2), (2, 1)), limit=10)  # shares of 5: none reached
+    assert not deliveries.claim_took_all(claimed((1, 5), (2, 1)), limit=10)  # stream 1 may have more
+    assert not deliveries.claim_took_all(claimed((1, 4), (2, 4), (3, 2)), limit=10)  # the batch is full
+
+
+def test_the_running_relay_stops_claiming_once_a_claim_took_all(
+    make_student: Any, course: Course, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between NOTIFYs, a trickle costs one claim per wake, not two; a backlog cut at a stream's share
+    still drains in one go."""
+    students = [make_student() for _ in range(2)]
+    calls: list[int] = []
+    claim = deliveries.claim
+
+    def counting_claim(**kwargs: Any) -> list[deliveries.Claimed]:
+        result = claim(**kwargs)
+        calls.append(len(result))
+        return result
+
+    monkeypatch.setattr(deliveries, "claim", counting_claim)
+    Delivery.objects.all().delete()
+    buy(students[0], course, "pay_trickle")
+    Delivery.objects.exclude(sink="realtime").delete()  # the realtime sink alone: no eager chain
+    assert Relay(batch_size=10).drain(until_notified=True) == 1
+    assert calls == [1]
+
+    calls.clear()
+    for i in range(12):  # student 0: 11 events, student 1: 1; two streams, a share of 5 each
+        buy(students[0] if i < 11 else students[1], course, f"pay_backlog_{i}")
+    Delivery.objects.exclude(sink="realtime").delete()
+    assert Relay(batch_size=10).drain(until_notified=True) == 12
+    assert calls == [6, 6]  # student 0 cut at 5, so on; then the other 6 and no empty claim to confirm
