@@ -23,6 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import redis
 
+from config import commands
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 SETTINGS = "benchmarks.settings"
@@ -343,8 +345,7 @@ class Processes:
         """The Procfile's `web` process (gunicorn, `config.wsgi`, `config/gunicorn.conf.py`); `workers`
         overrides the configured number of processes (WEB_CONCURRENCY)."""
         port = free_port()
-        args = [PY, "-m", "gunicorn", "config.wsgi:application", "--config", "config/gunicorn.conf.py"]
-        args += ["--bind", f"127.0.0.1:{port}", "--log-level", "warning"]
+        args = commands.web(f"127.0.0.1:{port}", "--log-level", "warning")
         if workers is not None:
             args += ["--workers", str(workers)]
         proc = self.start(name, args, env)
@@ -354,34 +355,16 @@ class Processes:
     def ws(self, name: str, env: dict[str, str]) -> tuple[Proc, int]:
         """The Procfile's `ws` process (uvicorn, `config.asgi`; it serves HTTP too)."""
         port = free_port()
-        args = [PY, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port)]
-        args += ["--lifespan", "off", "--no-access-log", "--log-level", "warning"]
+        args = commands.ws("127.0.0.1", port, "--log-level", "warning")
         proc = self.start(name, args, env)
         wait_for(lambda: _port_open(port), timeout=60, what=f"{name} to listen", procs=[proc])
         return proc, port
 
     def relay(self, name: str, env: dict[str, str]) -> Proc:
-        proc = self.start(name, [PY, "manage.py", "run_relay"], env)
-        return proc
+        return self.start(name, commands.relay(), env)
 
     def worker(self, name: str, env: dict[str, str], *, concurrency: int = 2) -> Proc:
-        args = [
-            PY,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            str(concurrency),
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-n",
-            f"{name}@%h",
-        ]
+        args = commands.worker("--concurrency", str(concurrency), "--without-heartbeat", "-n", f"{name}@%h")
         return self.start(name, args, env)
 
     def wait_ready(self, procs: list[Proc], marker: str, *, timeout: float = 60) -> None:

@@ -25,6 +25,7 @@ from types import FrameType
 from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
+from config import commands
 from config.embedded import EmbeddedServices, default_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,55 +127,14 @@ def _short(path: Path) -> str:
 # -- run ------------------------------------------------------------------------------------------
 
 
-# As in the Procfile: protocol pings drop dead peers; no client message is anywhere near 64 KiB.
-WS_FLAGS = ["--ws-ping-interval", "20", "--ws-ping-timeout", "20", "--ws-max-size", "65536"]
-
-
 def procfile_commands(port: str, ws_port: str) -> dict[str, list[str]]:
     """The Procfile's four processes, tuned for a laptop (loopback only, one web process, quick worker
     start)."""
     return {
-        "web": [
-            PY,
-            "-m",
-            "gunicorn",
-            "config.wsgi:application",
-            "--config",
-            "config/gunicorn.conf.py",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-        ],
-        "ws": [
-            PY,
-            "-m",
-            "uvicorn",
-            "config.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            ws_port,
-            "--lifespan",
-            "off",
-            "--no-access-log",
-            *WS_FLAGS,
-        ],
-        "relay": [PY, "manage.py", "run_relay"],
-        "worker": [
-            PY,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            "2",
-            "--without-gossip",
-            "--without-mingle",
-        ],
+        "web": commands.web(f"127.0.0.1:{port}", "--workers", "1"),
+        "ws": commands.ws("127.0.0.1", ws_port, *commands.WS_FLAGS),
+        "relay": commands.relay(),
+        "worker": commands.worker("--concurrency", "2"),
     }
 
 

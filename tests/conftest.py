@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +27,7 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from allocation.models import Trainer
+from config import commands
 from purchases.models import Course
 from purchases.webhook import sign
 
@@ -193,59 +193,23 @@ class Processes:
         return proc
 
     def relay(self, name: str = "relay", **env: str) -> subprocess.Popen[bytes]:
-        return self.start(name, [sys.executable, "manage.py", "run_relay"], **env)
+        return self.start(name, commands.relay(), **env)
 
     def worker(self, name: str = "worker", **env: str) -> subprocess.Popen[bytes]:
-        return self.start(
-            name,
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--pool",
-                "solo",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-n",
-                f"{name}@%h",
-            ],
-            **env,
-        )
+        args = commands.worker("--pool", "solo", "--without-heartbeat", "-n", f"{name}@%h")
+        return self.start(name, args, **env)
 
     def web(self, name: str = "web", port: int | None = None, /, **env: str) -> str:
         """The Procfile's `web` process: gunicorn serving `config.wsgi` (HTTP only)."""
         port = port or free_port()
-        args = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--config", "config/gunicorn.conf.py"]
-        self.start(name, [*args, "--bind", f"127.0.0.1:{port}", "--workers", "1"], **env)
+        self.start(name, commands.web(f"127.0.0.1:{port}", "--workers", "1"), **env)
         wait_until(lambda: _port_open(port), timeout=30, what=f"{name} to listen on {port}")
         return f"127.0.0.1:{port}"
 
     def server(self, name: str = "web", port: int | None = None, /, **env: str) -> str:
         """The Procfile's `ws` process: uvicorn serving `config.asgi` (WebSockets, and HTTP too)."""
         port = port or free_port()
-        self.start(
-            name,
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "config.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--lifespan",
-                "off",
-                "--no-access-log",
-            ],
-            **env,
-        )
+        self.start(name, commands.ws("127.0.0.1", port), **env)
         wait_until(lambda: _port_open(port), timeout=30, what=f"{name} to listen on {port}")
         return f"127.0.0.1:{port}"
 
