@@ -130,13 +130,14 @@ def _one_case(ctx: Context, result: Result, src: str, seeded: dict[str, Any], se
     result.add(case, "frames missing", float(missing), "frames", target="0", met=missing == 0)
     result.add(case, "achieved rate", run_["sent"] / run_["send_seconds"], "purchases/s")
     # CPU from the first webhook of the run until every chain it started was done, per purchase.
-    cores, wall = usage.cores(), usage.seconds()
-    per_purchase = {name.replace(tag, ""): value * wall * 1000 / run_["sent"] for name, value in cores.items()}
+    used = usage.used()
+    per_purchase = {name.replace(tag, ""): seconds_ * 1000 / run_["sent"] for name, seconds_ in used.items()}
     result.add(case, "CPU per purchase, whole machine", per_purchase["machine"], "ms")
     for name, value in per_purchase.items():
         if name != "machine":
             result.add(case, f"  in {name}", value, "ms")
-    result.add(case, "machine busy (sending to all done)", cores["machine"], f"of {os.cpu_count()} cores")
+    machine_cores = used["machine"] / max(usage.seconds(), 1e-9)
+    result.add(case, "machine busy (sending to all done)", machine_cores, f"of {os.cpu_count()} cores")
     # How far the handler chains lagged: seconds from the last webhook until every delivery was done.
     done_note = "" if run_["chains_done"] else " (not all: gave up)"
     result.add(case, f"chains all done after the last webhook{done_note}", run_["chains_done_after_s"], "s")
@@ -151,7 +152,7 @@ def _one_case(ctx: Context, result: Result, src: str, seeded: dict[str, Any], se
         "created_to_frame_ms": _summary(upper),
         "webhook_response_ms": _summary(run_["response_ms"]),
         "cpu_ms_per_purchase": {k: round(v, 3) for k, v in per_purchase.items()},
-        "cpu_window_seconds": round(wall, 2),
+        "cpu_window_seconds": round(usage.seconds(), 2),
     }
 
 
@@ -254,10 +255,8 @@ async def _measure(
     await _until(settled, timeout=30)  # the warm-up's chains are done: they are not counted
     mark()
     ids, send_seconds, late = await schedule(f"run-{nonce}", int(seconds * RATE))
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not all(i in frames for i in ids if i in stamps):
-        await asyncio.sleep(0.1)
     sent_all = time.monotonic()
+    await _until(lambda: all(i in frames for i in ids if i in stamps), timeout=15)
     # Every chain (allocation, sessions, their pushes) is done: how far the handlers lagged behind.
     chains_done = await _until(settled, timeout=120)
     tail = time.monotonic() - sent_all

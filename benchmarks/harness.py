@@ -218,14 +218,13 @@ def _proc_cpu() -> dict[tuple[int, int, str], float]:
     return totals
 
 
-def machine_busy_seconds() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat; differences of two
-    readings give the machine's utilisation in between (every core, every process, PostgreSQL too)."""
+def machine_busy_seconds() -> float:
+    """Busy CPU seconds of the whole machine since boot, from /proc/stat; the difference of two readings
+    is the machine's use in between (every core, every process, PostgreSQL too)."""
     with open("/proc/stat") as f:
         values = [int(v) for v in f.readline().split()[1:]]
-    tick = os.sysconf("SC_CLK_TCK")
     idle = values[3] + values[4]  # idle + iowait
-    return (sum(values) - idle) / tick, sum(values) / tick
+    return (sum(values) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 class CpuUsage:
@@ -242,7 +241,7 @@ class CpuUsage:
     def mark(self) -> None:
         per_pid = _proc_cpu()
         own = os.times()
-        busy, _ = machine_busy_seconds()
+        busy = machine_busy_seconds()
         cpu = {p.name: sum(c for (_, pgrp, _), c in per_pid.items() if pgrp == p.pid) for p in self.procs}
         backends = self.backends()
         for (pid, _, comm), c in per_pid.items():
@@ -259,15 +258,14 @@ class CpuUsage:
         """Wall-clock seconds between the first and the last mark."""
         return self.marks[-1][0] - self.marks[0][0]
 
-    def cores(self) -> dict[str, float]:
-        """Average cores used between the first and the last mark, by name; `machine` is every core of
+    def used(self) -> dict[str, float]:
+        """CPU seconds used between the first and the last mark, by name; `machine` is every core of
         the machine, `loadgen` this process, `other` the machine minus everything named. (A backend
         that connected or ended in between counts only its share from the marks it was seen at.)"""
-        (t0, cpu0, own0, busy0), (t1, cpu1, own1, busy1) = self.marks[0], self.marks[-1]
-        wall = max(t1 - t0, 1e-9)
-        out = {name: max(cpu1[name] - cpu0.get(name, 0.0), 0.0) / wall for name in cpu1}
-        out["loadgen"] = (own1 - own0) / wall
-        out["machine"] = (busy1 - busy0) / wall
+        (_, cpu0, own0, busy0), (_, cpu1, own1, busy1) = self.marks[0], self.marks[-1]
+        out = {name: max(cpu1[name] - cpu0.get(name, 0.0), 0.0) for name in cpu1}
+        out["loadgen"] = own1 - own0
+        out["machine"] = busy1 - busy0
         out["other"] = out["machine"] - sum(v for k, v in out.items() if k != "machine")
         return out
 
