@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -228,42 +229,78 @@ def machine_busy_seconds() -> float:
 
 
 class CpuUsage:
-    """Where the CPU went between two `mark()`s: each child process (group), the PostgreSQL backends
-    serving each of them (by `application_name`, which every child sets to its name), this process
-    (the load generator) and the whole machine, so that "the rest" (Redis, the server's own background
-    processes, anything else running) shows too."""
+    """Where the CPU went between `start()` and `stop()`: each child process (group), the PostgreSQL
+    backends serving each of them (by `application_name`, which every child sets to its name), this
+    process (the load generator) and the whole machine, so that "the rest" (Redis, the server's own
+    background processes, anything else running) shows too.
 
-    def __init__(self, procs: list[Proc], backends: Callable[[], dict[int, str]] | None = None) -> None:
+    A thread samples every `every` seconds in between, so that a process that starts or ends meanwhile
+    (a worker's pool replacing its connections, say) is counted as whose it is, not as "other"; only
+    its time after its last sample is missed."""
+
+    def __init__(
+        self, procs: list[Proc], backends: Callable[[], dict[int, str]] | None = None, *, every: float = 1.0
+    ) -> None:
         self.procs = procs
         self.backends = backends or dict
-        self.marks: list[tuple[float, dict[str, float], float, float]] = []
+        self.every = every
+        self.totals: dict[str, float] = {}
+        self._last: dict[int, float] = {}  # pid -> its CPU seconds at the previous sample
+        self._bounds: list[tuple[float, float, float]] = []  # (monotonic, own CPU, machine busy)
+        self._stopping = threading.Event()
+        self._sampler: threading.Thread | None = None
 
-    def mark(self) -> None:
-        per_pid = _proc_cpu()
+    def start(self) -> None:
+        self._sample(count=False)
+        self._bounds.append(self._bound())
+        self._sampler = threading.Thread(target=self._sample_until_stopped, name="cpu-usage", daemon=True)
+        self._sampler.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._sampler is not None:
+            self._sampler.join()
+        self._sample(count=True)
+        self._bounds.append(self._bound())
+
+    def _sample_until_stopped(self) -> None:
+        try:
+            while not self._stopping.wait(self.every):
+                self._sample(count=True)
+        except psycopg.Error as exc:  # the benchmark failed and closed its connection: stop() won't come
+            log(f"cpu usage: sampling stopped: {exc}")
+
+    @staticmethod
+    def _bound() -> tuple[float, float, float]:
         own = os.times()
-        busy = machine_busy_seconds()
-        cpu = {p.name: sum(c for (_, pgrp, _), c in per_pid.items() if pgrp == p.pid) for p in self.procs}
+        return time.monotonic(), own.user + own.system, machine_busy_seconds()
+
+    def _sample(self, *, count: bool) -> None:
+        groups = {p.pid: p.name for p in self.procs}
         backends = self.backends()
-        for (pid, _, comm), c in per_pid.items():
-            if pid in backends:
+        for (pid, pgrp, comm), cpu in _proc_cpu().items():
+            previous = self._last.get(pid, 0.0)  # unseen before: it started since the last sample
+            self._last[pid] = cpu
+            if pgrp in groups:
+                key = groups[pgrp]
+            elif pid in backends:
                 key = f"postgres for {backends[pid] or '?'}"
             elif comm in ("postgres", "redis-server"):  # the rest of PostgreSQL (background, other
                 key = f"{comm} (the rest)" if comm == "postgres" else comm  # databases), and Redis
             else:
                 continue
-            cpu[key] = cpu.get(key, 0.0) + c
-        self.marks.append((time.monotonic(), cpu, own.user + own.system, busy))
+            if count:
+                self.totals[key] = self.totals.get(key, 0.0) + max(cpu - previous, 0.0)
 
     def seconds(self) -> float:
-        """Wall-clock seconds between the first and the last mark."""
-        return self.marks[-1][0] - self.marks[0][0]
+        """Wall-clock seconds between `start()` and `stop()`."""
+        return self._bounds[-1][0] - self._bounds[0][0]
 
     def used(self) -> dict[str, float]:
-        """CPU seconds used between the first and the last mark, by name; `machine` is every core of
-        the machine, `loadgen` this process, `other` the machine minus everything named. (A backend
-        that connected or ended in between counts only its share from the marks it was seen at.)"""
-        (_, cpu0, own0, busy0), (_, cpu1, own1, busy1) = self.marks[0], self.marks[-1]
-        out = {name: max(cpu1[name] - cpu0.get(name, 0.0), 0.0) for name in cpu1}
+        """CPU seconds used between `start()` and `stop()`, by name; `machine` is every core of the
+        machine, `loadgen` this process, `other` the machine minus everything named."""
+        (_, own0, busy0), (_, own1, busy1) = self._bounds[0], self._bounds[-1]
+        out = dict(self.totals)
         out["loadgen"] = own1 - own0
         out["machine"] = busy1 - busy0
         out["other"] = out["machine"] - sum(v for k, v in out.items() if k != "machine")
