@@ -10,6 +10,6 @@ from django.db.backends.postgresql import base
 class DatabaseWrapper(base.DatabaseWrapper):
     commit_sent_at: float | None = None
 
-    def _commit(self) -> None:
+    def commit(self) -> None:
         self.commit_sent_at = time.time()
-        super()._commit()
+        super().commit()
