@@ -197,9 +197,6 @@ OUTBOX_POLL_SECONDS = float(os.environ.get("OUTBOX_POLL_SECONDS", "1.0"))
 OUTBOX_MAX_ATTEMPTS = int(os.environ.get("OUTBOX_MAX_ATTEMPTS", "10"))
 OUTBOX_BACKOFF_BASE_SECONDS = float(os.environ.get("OUTBOX_BACKOFF_BASE_SECONDS", "1.0"))
 OUTBOX_BACKOFF_MAX_SECONDS = float(os.environ.get("OUTBOX_BACKOFF_MAX_SECONDS", "300"))
-# The relay's claim as a server-side prepared statement: planning it cost several times running it.
-# Turn off behind a PgBouncer in transaction mode older than 1.21 (no prepared statements there).
-OUTBOX_PREPARED_CLAIM = _env_bool("OUTBOX_PREPARED_CLAIM", True)
 
 # /metrics: set METRICS_TOKEN to require `Authorization: Bearer <token>`. Relays and workers write
 # their counters to PROMETHEUS_MULTIPROC_DIR (shared by the processes of one host; clear it on deploy).

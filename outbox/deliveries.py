@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 from django.conf import settings
 from django.db import connection
 from django.db.backends.utils import CursorWrapper
@@ -99,19 +98,18 @@ class Claimed:
 
 def claim(*, relay_id: str, limit: int) -> list[Claimed]:
     """Lease up to `limit` due deliveries, each (sink, student) stream in seq order, no stream twice."""
-    params: dict[str, Any] = {
-        "limit": limit,
-        "lease": settings.OUTBOX_LEASE_SECONDS,
-        "handler_lease": settings.OUTBOX_HANDLER_LEASE_SECONDS,
-        "relay": relay_id,
-    }
     with connection.cursor() as cursor:
         _without_jit(cursor)
-        if settings.OUTBOX_PREPARED_CLAIM:
-            rows = _fetch_prepared(_CLAIM_SQL, params)
-        else:
-            cursor.execute(_CLAIM_SQL, params)
-            rows = cursor.fetchall()
+        cursor.execute(
+            _CLAIM_SQL,
+            {
+                "limit": limit,
+                "lease": settings.OUTBOX_LEASE_SECONDS,
+                "handler_lease": settings.OUTBOX_HANDLER_LEASE_SECONDS,
+                "relay": relay_id,
+            },
+        )
+        rows = cursor.fetchall()
     claimed = [
         Claimed(id=r[0], event_id=str(r[1]), sink=r[2], student_id=r[3], seq=r[4], attempts=r[5], message=_message(r))
         for r in rows
@@ -138,25 +136,6 @@ def _message(row: tuple[Any, ...]) -> dict[str, object] | None:
         id=row[1], type=row[6], student_id=row[3], seq=row[4], payload=json.loads(row[7]), created_at=row[8]
     )
     return event.as_message()
-
-
-def _fetch_prepared(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    """Run `sql` on this thread's connection as a server-side prepared statement and return its rows.
-
-    Planning the claim took several times as long as running it (0.5 ms of the backend's CPU against
-    0.1, at every wake-up of every relay); prepared, PostgreSQL plans it a few times and then reuses
-    a generic plan. Django's cursors bind on the client and never prepare, and Django turns psycopg's
-    automatic preparing off for its connections (`prepare_threshold=None`), so the statement goes
-    through a psycopg server-binding cursor, with preparing allowed on this connection (which leaves
-    Django's own cursors as they were). In the caller's transaction, if any; errors are Django's.
-    """
-    raw = connection.connection
-    assert raw is not None, "call inside connection.cursor(), which connects"
-    if raw.prepare_threshold is None:
-        raw.prepare_threshold = 5  # psycopg's default; only explicit server-binding cursors use it
-    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return cursor.fetchall()
 
 
 # Connections (of this process) whose session already has JIT off.

@@ -120,35 +120,6 @@ def test_a_live_lease_is_not_claimed_twice(student: Any, course: Course) -> None
     assert len(first) == 4 and second == []
 
 
-@pytest.mark.parametrize("prepared", [True, False])
-def test_the_claim_runs_prepared_unless_turned_off(student: Any, course: Course, prepared: bool) -> None:
-    buy(student, course, "pay_1")
-    buy(student, course, "pay_2")
-
-    def claim_executions() -> int:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT coalesce(sum(generic_plans + custom_plans), 0) FROM pg_prepared_statements "
-                "WHERE statement LIKE %s",
-                ["%UPDATE outbox_delivery u%"],
-            )
-            return int(cursor.fetchone()[0])
-
-    before = claim_executions()
-    with override_settings(OUTBOX_PREPARED_CLAIM=prepared):
-        first = deliveries.claim(relay_id="a", limit=100)
-        again = [deliveries.claim(relay_id="a", limit=100) for _ in range(6)]
-    assert sorted((c.sink, c.seq) for c in first) == [
-        ("allocation.allocate_trainer", 1),
-        ("allocation.allocate_trainer", 2),
-        ("realtime", 1),
-        ("realtime", 2),
-    ]
-    assert [c.message["type"] for c in first if c.message] == ["purchase.created", "purchase.created"]
-    assert again == [[]] * 6
-    assert claim_executions() - before == (7 if prepared else 0)
-
-
 def test_relays_are_woken_at_commit_by_emit_and_by_the_runner(student: Any, course: Course, trainer: Trainer) -> None:
     """emit() NOTIFYs with the event, and the runner with each settled handler delivery (the stream's
     next delivery is claimable then): without either, a relay would only find the work at its next poll."""
