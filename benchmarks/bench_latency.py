@@ -110,6 +110,7 @@ def _one_case(ctx: Context, result: Result, src: str, seeded: dict[str, Any], se
         ctx.pg.drop(db)
     pairs = run_["measured"]  # payment id -> (COMMIT sent, frame arrival)
     lat = [(frame - stamp) * 1000 for stamp, frame in pairs.values()]
+    _write_timeline(ctx.procs.log_dir / f"latency-{layout}.csv", pairs, settled)
     commit_ms = run_["commit_ms"]
     upper = run_["from_created_ms"]
     to_relay = [(settled[i] - stamp) * 1000 for i, (stamp, _) in pairs.items() if i in settled]
@@ -156,6 +157,16 @@ def _one_case(ctx: Context, result: Result, src: str, seeded: dict[str, Any], se
         "cpu_ms_per_purchase": {k: round(v, 3) for k, v in per_purchase.items()},
         "cpu_window_seconds": round(usage.seconds(), 2),
     }
+
+
+def _write_timeline(path: Any, pairs: dict[str, tuple[float, float]], settled: dict[str, float]) -> None:
+    """Each purchase's COMMIT time and latencies, in commit order: when the slow ones happened (all at
+    once, or spread out) says more about their cause than the percentiles do."""
+    with open(path, "w") as f:
+        f.write("payment_id,commit_sent_at,commit_to_frame_ms,commit_to_relay_pushed_ms\n")
+        for payment_id, (stamp, frame) in sorted(pairs.items(), key=lambda item: item[1][0]):
+            pushed = (settled[payment_id] - stamp) * 1000 if payment_id in settled else float("nan")
+            f.write(f"{payment_id},{stamp:.6f},{(frame - stamp) * 1000:.2f},{pushed:.2f}\n")
 
 
 async def _until(predicate: Callable[[], bool], *, timeout: float) -> bool:
