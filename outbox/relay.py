@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
 HEARTBEAT_RETENTION = timedelta(days=1)
+SLOW_BATCH_SECONDS = 0.1  # a batch that takes longer is logged, with where its time went
 
 
 class Relay:
@@ -53,16 +54,29 @@ class Relay:
     def step(self) -> int:
         """Claim and deliver one batch; returns how many deliveries it claimed. Sets `took_all`: whether
         the claim took everything that was due (see `deliveries.claim_took_all`)."""
+        started = time.perf_counter()
         claimed = deliveries.claim(relay_id=self.relay_id, limit=self.batch_size)
         self.took_all = deliveries.claim_took_all(claimed, limit=self.batch_size)
         if not claimed:
             return 0
         realtime = [c for c in claimed if c.sink == REALTIME_SINK]
         handlers = [c for c in claimed if c.sink != REALTIME_SINK]
+        marks = [("claim", time.perf_counter())]
         if realtime:
             self._deliver_realtime(realtime)
+            marks.append(("realtime", time.perf_counter()))
         if handlers:
             self._dispatch_handlers(handlers)
+            marks.append(("handlers", time.perf_counter()))
+        if marks[-1][1] - started > SLOW_BATCH_SECONDS:
+            # Every event of the batch reached its sockets this much later: say where the time went.
+            parts = zip(marks, [("", started), *marks], strict=False)
+            logger.warning(
+                "slow batch: %d deliveries in %.0f ms (%s)",
+                len(claimed),
+                (marks[-1][1] - started) * 1000,
+                ", ".join(f"{name} {(at - before) * 1000:.0f} ms" for (name, at), (_, before) in parts),
+            )
         return len(claimed)
 
     def _deliver_realtime(self, claimed: list[Claimed]) -> None:

@@ -120,6 +120,15 @@ def test_a_live_lease_is_not_claimed_twice(student: Any, course: Course) -> None
     assert len(first) == 4 and second == []
 
 
+def test_a_claim_puts_its_session_in_the_relays_mode(student: Any, course: Course) -> None:
+    """No JIT, and COMMIT without waiting for the disk (see deliveries._relay_session)."""
+    buy(student, course, "pay_1")
+    assert deliveries.claim(relay_id="a", limit=10)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('jit'), current_setting('synchronous_commit')")
+        assert cursor.fetchone() == ("off", "off")
+
+
 def test_relays_are_woken_at_commit_by_emit_and_by_the_runner(student: Any, course: Course, trainer: Trainer) -> None:
     """emit() NOTIFYs with the event, and the runner with each settled handler delivery (the stream's
     next delivery is claimable then): without either, a relay would only find the work at its next poll."""
