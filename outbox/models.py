@@ -4,11 +4,26 @@ These rows are written only by `outbox.services.emit` (events, deliveries, seque
 (delivery state) and by the handler runner (inbox, delivery state).
 """
 
+import os
+import time
 import uuid
 
 from django.conf import settings
 from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
+
+
+def new_event_id() -> uuid.UUID:
+    """A UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits.
+
+    Time-ordered, so the indexes keyed by event id (the events', the deliveries' and the inbox's) take
+    new rows at one end, in pages that are already in memory, instead of at random places all over an
+    index that grows with history. Unique as a random UUID is, within a millisecond.
+    """
+    value = (time.time_ns() // 1_000_000 & (1 << 48) - 1) << 80 | int.from_bytes(os.urandom(10))
+    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
+    value = value & ~(0x3 << 62) | 0x2 << 62  # variant RFC 9562
+    return uuid.UUID(int=value)
 
 
 class StudentStream(models.Model):
@@ -30,7 +45,7 @@ class OutboxEvent(models.Model):
     not modelled here, which the domain tables' deferred constraint triggers look up at COMMIT.
     """
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=new_event_id, editable=False)
     type = models.CharField(max_length=64)
     aggregate_type = models.CharField(max_length=32)
     aggregate_id = models.CharField(max_length=64)
@@ -78,7 +93,9 @@ class Delivery(models.Model):
         DONE = "done"
         DEAD = "dead"
 
-    event = models.ForeignKey(OutboxEvent, on_delete=models.CASCADE, related_name="deliveries")
+    # No index of its own: the unique (event, sink) constraint's index serves lookups by event, and
+    # every row version (a delivery has three: pending, in flight, done) paid for a second one.
+    event = models.ForeignKey(OutboxEvent, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
     sink = models.CharField(max_length=100)
     # Denormalised from the event so the relay orders and claims without a join.
     student_id = models.BigIntegerField()

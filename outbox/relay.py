@@ -9,6 +9,7 @@ exactly-once by the inbox (handlers) and by idempotent effects (cache floor, seq
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -70,12 +71,12 @@ class Relay:
             marks.append(("handlers", time.perf_counter()))
         if marks[-1][1] - started > SLOW_BATCH_SECONDS:
             # Every event of the batch reached its sockets this much later: say where the time went.
-            parts = zip(marks, [("", started), *marks], strict=False)
+            steps = itertools.pairwise([("", started), *marks])
             logger.warning(
                 "slow batch: %d deliveries in %.0f ms (%s)",
                 len(claimed),
                 (marks[-1][1] - started) * 1000,
-                ", ".join(f"{name} {(at - before) * 1000:.0f} ms" for (name, at), (_, before) in parts),
+                ", ".join(f"{name} {(at - before) * 1000:.0f} ms" for (_, before), (name, at) in steps),
             )
         return len(claimed)
 

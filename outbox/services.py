@@ -3,13 +3,13 @@
 import json
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from django.db import connection
 from django.utils import timezone
 
 from outbox import registry
-from outbox.models import OutboxEvent
+from outbox.models import OutboxEvent, new_event_id
 
 REALTIME_SINK = "realtime"
 NOTIFY_CHANNEL = "outbox_due"
@@ -77,7 +77,7 @@ def emit(
     if not connection.in_atomic_block:
         raise OutboxError("emit() must be called inside transaction.atomic(), with the state it describes")
     event = OutboxEvent(
-        id=uuid4(),
+        id=new_event_id(),
         type=type,
         aggregate_type=aggregate_type,
         aggregate_id=str(aggregate_id),

@@ -1,5 +1,9 @@
 """The relay in-process (Celery tasks run eagerly): order, invalidation before push, inbox, retries."""
 
+import itertools
+import re
+import time
+import uuid
 from typing import Any
 
 import pytest
@@ -9,7 +13,7 @@ from django.test import override_settings
 from allocation.models import Allocation, Trainer
 from outbox import deliveries, operations
 from outbox.deliveries import PARKED_UNTIL
-from outbox.models import Delivery, InboxEntry, OutboxEvent
+from outbox.models import Delivery, InboxEntry, OutboxEvent, new_event_id
 from outbox.relay import Relay
 from purchases.models import Course
 from tests.conftest import buy, wait_until
@@ -127,6 +131,40 @@ def test_a_claim_puts_its_session_in_the_relays_mode(student: Any, course: Cours
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_setting('jit'), current_setting('synchronous_commit')")
         assert cursor.fetchone() == ("off", "off")
+
+
+def test_event_ids_are_uuid7_ordered_by_time(student: Any, course: Course, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Time-ordered ids keep the id-keyed indexes' inserts in one place (see new_event_id)."""
+    buy(student, course, "pay_1")
+    assert {e.id.version for e in OutboxEvent.objects.all()} == {7}
+    batches = []
+    for ms in (1_700_000_000_000, 1_700_000_000_001, 1_800_000_000_000):
+        monkeypatch.setattr(time, "time_ns", lambda ms=ms: ms * 1_000_000 + 999_999)
+        batches.append([new_event_id() for _ in range(50)])
+    ids = [i for batch in batches for i in batch]
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    assert len(set(ids)) == len(ids)
+    assert [{i.int >> 80 for i in batch} for batch in batches] == [
+        {1_700_000_000_000},
+        {1_700_000_000_001},
+        {1_800_000_000_000},
+    ]
+    assert all(max(earlier) < min(later) for earlier, later in itertools.pairwise(batches))
+
+
+def test_a_slow_batch_is_logged_with_where_its_time_went(
+    student: Any, course: Course, trainer: Trainer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from outbox import relay
+
+    buy(student, course, "pay_1")
+    monkeypatch.setattr(relay, "SLOW_BATCH_SECONDS", 0.0)
+    with caplog.at_level("WARNING", logger="outbox.relay"):
+        assert Relay().step() == 2
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("slow batch")]
+    assert re.fullmatch(
+        r"slow batch: 2 deliveries in \d+ ms \(claim \d+ ms, realtime \d+ ms, handlers \d+ ms\)", record.getMessage()
+    )
 
 
 def test_relays_are_woken_at_commit_by_emit_and_by_the_runner(student: Any, course: Course, trainer: Trainer) -> None:
