@@ -17,10 +17,10 @@ def commit_stamp(get_response: Callable[[HttpRequest], HttpResponse]) -> Callabl
 
     An `on_commit` callback, registered by the first statement run inside `atomic()`, reads both in
     the committing thread right after COMMIT returned: the second from the clock, the first from the
-    connection (`benchmarks.db` notes the clock as it sends COMMIT). The event is visible to the relay
-    somewhere between the two; measuring from the first is the conservative choice, and the second
-    alone would hide a COMMIT (and a callback) delayed in a busy process. Without a transaction, both
-    are the clock after the view.
+    connection (`benchmarks.db` notes the clock as it sends COMMIT). PostgreSQL makes the event visible
+    to other sessions as its COMMIT returns, so the latency benchmark measures from the second; the
+    first adds the COMMIT's own disk flush, and the benchmark shows that bound too. Without a
+    transaction, both are the clock after the view.
     """
 
     def middleware(request: HttpRequest) -> HttpResponse:

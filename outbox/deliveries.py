@@ -26,6 +26,16 @@ from outbox.services import REALTIME_SINK
 # "Not before its stream's dead letter is retried" (a finite date: Python can't load 'infinity').
 PARKED_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)
 
+# Joined into the relay's hot statements (claim, settle done): their transaction COMMITs without
+# waiting for the WAL to reach the disk, which under load took up to tens of ms, twice per batch, on
+# the way from an event's COMMIT to its push. Safe because what they write can be lost: if PostgreSQL
+# crashes, the last fraction of a second of claims and settles is undone (as a whole: the WAL keeps
+# commit order, and any later synchronous COMMIT flushes them), and those deliveries are made again,
+# which the inbox and the seq-tagged pushes absorb. Local to the statement's own transaction (the
+# relay runs them in autocommit), so the session, a pooled connection or a handler run in the same
+# process (eager Celery) keeps waiting for the disk.
+RELAY_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) AS relay_commit"
+
 # Heads: the oldest open delivery of each (sink, student) stream that is due; SKIP LOCKED lets several
 # relays claim disjoint streams. Run: each head plus the contiguous due deliveries behind it, so a
 # backlog of one student moves in batches without ever reordering. The outer UPDATE re-checks the
@@ -74,7 +84,7 @@ SET status = 'in_flight',
                                                       THEN %(lease)s ELSE %(handler_lease)s END),
     claimed_by = %(relay)s,
     claimed_at = now()
-FROM run, outbox_outboxevent e
+FROM run, outbox_outboxevent e, {RELAY_COMMIT}
 WHERE u.id = run.id AND u.status IN ('pending', 'in_flight') AND e.id = u.event_id
 RETURNING u.id, u.event_id, u.sink, u.student_id, u.seq, u.attempts,
     -- What the relay pushes, so it need not read the events again (handlers' workers load their own).
@@ -99,11 +109,10 @@ class Claimed:
 def claim(*, relay_id: str, limit: int) -> list[Claimed]:
     """Lease up to `limit` due deliveries, each (sink, student) stream in seq order, no stream twice.
 
-    Puts this connection's session in the relay's mode first (`_relay_session`): no JIT, and COMMIT
-    without waiting for the disk. So only the relay claims: a process that also writes state must not.
+    Commits without waiting for the disk (`RELAY_COMMIT`), if it runs in a transaction of its own.
     """
     with connection.cursor() as cursor:
-        _relay_session(cursor)
+        _without_jit(cursor)
         cursor.execute(
             _CLAIM_SQL,
             {
@@ -142,30 +151,20 @@ def _message(row: tuple[Any, ...]) -> dict[str, object] | None:
     return event.as_message()
 
 
-# Connections (of this process) whose session is already in the relay's mode.
-_relay_sessions: "weakref.WeakSet[object]" = weakref.WeakSet()
+# Connections (of this process) whose session already has JIT off.
+_jit_off: "weakref.WeakSet[object]" = weakref.WeakSet()
 
 
-def _relay_session(cursor: CursorWrapper) -> None:
-    """Set this session up for the relay's statements (claims, settles, heartbeats):
-
-    - JIT off. The claim's cost estimate grows with the backlog and crosses jit_above_cost, and
-      compiling it then took longer than running it (60 ms against 25 ms for 500 deliveries out of a
-      200,000 backlog).
-    - `synchronous_commit = off`: a claim's or settle's COMMIT returns without waiting for the WAL to
-      reach the disk, which under load took up to 10 ms, twice per batch, on the way from an event's
-      COMMIT to its push. Everything the relay writes can be lost safely: if PostgreSQL itself crashes,
-      the last fraction of a second of claims and settles is undone (as a whole: the WAL keeps commit
-      order), and those deliveries are made again, which the inbox and the seq-tagged pushes absorb.
-      The events themselves, and the handlers' work, are written by other sessions, which wait.
-    """
+def _without_jit(cursor: CursorWrapper) -> None:
+    """Turn PostgreSQL's JIT off for this session. The claim's cost estimate grows with the backlog and
+    crosses jit_above_cost, and compiling it then took longer than running it (60 ms against 25 ms
+    for 500 deliveries out of a 200,000 backlog)."""
     raw = connection.connection
-    if raw is not None and raw in _relay_sessions:
+    if raw is not None and raw in _jit_off:
         return
     cursor.execute("SET jit = off")
-    cursor.execute("SET synchronous_commit = off")
     if raw is not None and not connection.in_atomic_block:  # else a rollback would undo it
-        _relay_sessions.add(raw)
+        _jit_off.add(raw)
 
 
 def settle_done(ids: list[int]) -> None:
@@ -174,8 +173,8 @@ def settle_done(ids: list[int]) -> None:
         # Plain SQL: the relay settles every batch, and building the ORM's UPDATE cost more than it.
         with connection.cursor() as cursor:
             cursor.execute(
-                "UPDATE outbox_delivery SET status = 'done', done_at = now(), last_error = '' "
-                "WHERE id = ANY(%s) AND status <> 'done'",
+                "UPDATE outbox_delivery SET status = 'done', done_at = statement_timestamp(), last_error = '' "
+                f"FROM {RELAY_COMMIT} WHERE id = ANY(%s) AND status <> 'done'",
                 [ids],
             )
 

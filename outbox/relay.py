@@ -37,7 +37,10 @@ logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
 HEARTBEAT_RETENTION = timedelta(days=1)
-SLOW_BATCH_SECONDS = 0.1  # a batch that takes longer is logged, with where its time went
+# A batch that takes longer than this, plus SLOW_BATCH_PER_DELIVERY per delivery, is logged with where
+# its time went (an empty claim too: a slow one is a bad plan or a lock, and it delays every event).
+SLOW_BATCH_SECONDS = 0.1
+SLOW_BATCH_PER_DELIVERY = 0.001
 
 
 class Relay:
@@ -58,26 +61,16 @@ class Relay:
         started = time.perf_counter()
         claimed = deliveries.claim(relay_id=self.relay_id, limit=self.batch_size)
         self.took_all = deliveries.claim_took_all(claimed, limit=self.batch_size)
-        if not claimed:
-            return 0
+        marks = [("claim", time.perf_counter())]
         realtime = [c for c in claimed if c.sink == REALTIME_SINK]
         handlers = [c for c in claimed if c.sink != REALTIME_SINK]
-        marks = [("claim", time.perf_counter())]
         if realtime:
             self._deliver_realtime(realtime)
             marks.append(("realtime", time.perf_counter()))
         if handlers:
             self._dispatch_handlers(handlers)
             marks.append(("handlers", time.perf_counter()))
-        if marks[-1][1] - started > SLOW_BATCH_SECONDS:
-            # Every event of the batch reached its sockets this much later: say where the time went.
-            steps = itertools.pairwise([("", started), *marks])
-            logger.warning(
-                "slow batch: %d deliveries in %.0f ms (%s)",
-                len(claimed),
-                (marks[-1][1] - started) * 1000,
-                ", ".join(f"{name} {(at - before) * 1000:.0f} ms" for (_, before), (name, at) in steps),
-            )
+        _log_if_slow(len(claimed), started, marks)
         return len(claimed)
 
     def _deliver_realtime(self, claimed: list[Claimed]) -> None:
@@ -208,6 +201,19 @@ class Relay:
 
     def stop(self) -> None:
         self.stopping.set()
+
+
+def _log_if_slow(claimed: int, started: float, marks: list[tuple[str, float]]) -> None:
+    took = marks[-1][1] - started
+    if took <= SLOW_BATCH_SECONDS + claimed * SLOW_BATCH_PER_DELIVERY:
+        return
+    steps = itertools.pairwise([("", started), *marks])
+    logger.warning(
+        "slow batch: %d deliveries in %.0f ms (%s)",
+        claimed,
+        took * 1000,
+        ", ".join(f"{name} {(at - before) * 1000:.0f} ms" for (_, before), (name, at) in steps),
+    )
 
 
 def _conninfo() -> dict[str, Any]:

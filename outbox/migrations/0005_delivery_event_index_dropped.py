@@ -30,7 +30,11 @@ class Migration(migrations.Migration):
             database_operations=[
                 migrations.RunSQL(
                     f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX}",
-                    reverse_sql=f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {INDEX} ON outbox_delivery (event_id)",
+                    # An interrupted CONCURRENTLY build leaves an invalid index: drop it, then build.
+                    reverse_sql=[
+                        f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX}",
+                        f"CREATE INDEX CONCURRENTLY {INDEX} ON outbox_delivery (event_id)",
+                    ],
                 ),
             ],
         ),
