@@ -233,8 +233,7 @@ async def _measure(
     pool: asyncio.Queue[HttpConnection] = asyncio.Queue()
     for _ in range(16):
         pool.put_nowait(HttpConnection(http_port))
-    stamps: dict[str, float] = {}  # payment id -> when its COMMIT was sent
-    returned: dict[str, float] = {}  # payment id -> when its COMMIT returned
+    commits: dict[str, tuple[float, float]] = {}  # payment id -> when its COMMIT was sent, returned
     response_ms: list[float] = []
     errors: dict[str, int] = {}
 
@@ -254,8 +253,8 @@ async def _measure(
             errors[f"HTTP {response.status}"] = errors.get(f"HTTP {response.status}", 0) + 1
             return
         response_ms.append((time.perf_counter() - started) * 1000)
-        stamps[payment_id] = float(response.headers[COMMIT_SENT_HEADER.lower()])
-        returned[payment_id] = float(response.headers[COMMITTED_HEADER.lower()])
+        headers = response.headers
+        commits[payment_id] = (float(headers[COMMIT_SENT_HEADER.lower()]), float(headers[COMMITTED_HEADER.lower()]))
 
     async def schedule(tag: str, count: int) -> tuple[list[str], float, int]:
         tasks, ids, late = [], [], 0
@@ -280,7 +279,7 @@ async def _measure(
     usage.start()
     ids, send_seconds, late = await schedule(f"run-{nonce}", int(seconds * RATE))
     sent_all = time.monotonic()
-    await _until(lambda: all(i in frames for i in ids if i in stamps), timeout=15)
+    await _until(lambda: all(i in frames for i in ids if i in commits), timeout=15)
     # Every chain (allocation, sessions, their pushes) is done: how far the handlers lagged behind.
     chains_done = await _until(settled, timeout=120)
     tail = time.monotonic() - sent_all
@@ -293,7 +292,7 @@ async def _measure(
     await asyncio.gather(*readers, return_exceptions=True)
     for conn in [pool.get_nowait() for _ in range(pool.qsize())]:
         await conn.close()
-    measured = [i for i in ids if i in stamps and i in frames]
+    measured = [i for i in ids if i in commits and i in frames]
     return {
         "sent": len(ids),
         "send_seconds": send_seconds,
@@ -302,7 +301,7 @@ async def _measure(
         "late_sends": late,
         "errors": errors,
         "response_ms": response_ms,
-        "measured": {i: (stamps[i], returned[i], frames[i][0]) for i in measured},
-        "accepted": sum(1 for i in ids if i in stamps),
+        "measured": {i: (*commits[i], frames[i][0]) for i in measured},
+        "accepted": sum(1 for i in ids if i in commits),
         "from_created_ms": [(frames[i][0] - frames[i][1]) * 1000 for i in measured],
     }
