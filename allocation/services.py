@@ -1,40 +1,46 @@
 """Writers of allocations: choose a trainer for a purchase, waitlist it, release it, promote the waitlist."""
 
+import itertools
+from datetime import time
+
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from allocation.models import Allocation, Trainer
+from allocation.models import Allocation, AvailabilityWindow, Trainer
 from outbox import services as outbox
 from outbox.services import Cause
-from purchases.models import Purchase
+from purchases.models import Course, Purchase
+from sessions_app.scheduling import UnknownTimezone, Window, zone
 
 
 def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
-    """Allocate the least-loaded trainer with free capacity to a pending or waitlisted purchase.
+    """Allocate the least-loaded trainer with free capacity and a free series of slots for the
+    course to a pending or waitlisted purchase.
 
-    Emits `trainer.allocated`; a pending purchase with no trainer free is waitlisted instead
-    (`allocation.waitlisted`); a waitlisted one stays so, with no new event. Idempotent: an active
-    or refunded purchase is left alone (returns its allocation, if any).
+    Emits `trainer.allocated`; a pending purchase that fits nowhere is waitlisted instead
+    (`allocation.waitlisted`, with the reason: `no_capacity` when every trainer is full,
+    `no_free_slot` when those with places have no free series); a waitlisted one stays so, with no
+    new event. Idempotent: an active or refunded purchase is left alone (returns its allocation).
 
     Capacity can't be exceeded and concurrent allocations can't deadlock: the place is taken by a
     conditional `UPDATE ... WHERE active_count < capacity` on one trainer row at a time (re-checked
     under that row's lock), so a transaction never holds one trainer while waiting for another. A
-    CHECK constraint backs it.
+    CHECK constraint backs it. The slots are only looked at here; `sessions_generate` takes them.
     """
     with transaction.atomic():
-        purchase = Purchase.objects.select_for_update().get(id=purchase_id)
+        purchase = Purchase.objects.select_for_update(of=("self",)).select_related("course").get(id=purchase_id)
         if purchase.status not in (Purchase.Status.PENDING, Purchase.Status.WAITLISTED):
             return Allocation.objects.filter(purchase=purchase, released_at__isnull=True).first()
-        trainer = _take_a_place()
+        trainer, reason = _take_a_place(purchase.course)
         if trainer is None and purchase.status == Purchase.Status.PENDING:
             # Before waitlisting, serialise with refunds: either a refund that frees a place commits
             # first (and the second look sees it), or it waits until this purchase is on the waitlist
             # that its promotion handler will read. Without this, a place freed in between was lost.
             _lock_waitlist()
-            trainer = _take_a_place()
+            trainer, reason = _take_a_place(purchase.course)
             if trainer is None:
-                _waitlist(purchase, cause)
+                _waitlist(purchase, cause, reason)
                 return None
         if trainer is None:
             return None
@@ -57,22 +63,42 @@ def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
         return allocation
 
 
-def _take_a_place() -> Trainer | None:
-    """Increment the least-loaded free trainer's count; None when every trainer is full.
+NO_CAPACITY = "no_capacity"
+NO_FREE_SLOT = "no_free_slot"
 
-    Candidates come from a fresh snapshot each round; a lost race (the trainer filled up meanwhile)
-    moves on to the next one, and a round where every candidate was lost reads again, so a place that
-    exists is never missed.
+
+def _take_a_place(course: Course) -> tuple[Trainer | None, str]:
+    """Increment the count of the least-loaded trainer with a place and a free series for `course`;
+    `(None, reason)` when there is none.
+
+    Candidates come from a fresh snapshot each round; one without a free series is skipped (one
+    calendar read each, before its row is touched); a lost race (the trainer filled up meanwhile)
+    moves on to the next one, and a round where every candidate was lost reads again, so a place
+    that exists is never missed.
     """
+    from sessions_app.services import earliest_start, free_series
+
+    no_slot: set[int] = set()
     while True:
-        candidates = list(
-            Trainer.objects.filter(active_count__lt=F("capacity"))
+        candidates = [
+            pk
+            for pk in Trainer.objects.filter(active_count__lt=F("capacity"))
             .order_by("active_count", "id")
             .values_list("id", flat=True)
-        )
+            if pk not in no_slot
+        ]
         if not candidates:
-            return None
+            return None, NO_FREE_SLOT if no_slot else NO_CAPACITY
         for trainer_id in candidates:
+            series = free_series(
+                trainer_id=trainer_id,
+                count=course.sessions_count,
+                minutes=course.session_minutes,
+                earliest=earliest_start(),
+            )
+            if series is None:
+                no_slot.add(trainer_id)
+                continue
             # Take the place and read the trainer back in one statement.
             taken = Trainer.objects.raw(
                 f"UPDATE {Trainer._meta.db_table} SET active_count = active_count + 1 "
@@ -80,7 +106,7 @@ def _take_a_place() -> Trainer | None:
                 [trainer_id],
             )
             for trainer in taken:
-                return trainer
+                return trainer, ""
 
 
 WAITLIST_LOCK = 7_240_001  # pg_advisory_xact_lock key: "the waitlist and freed places"
@@ -92,7 +118,7 @@ def _lock_waitlist() -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [WAITLIST_LOCK])
 
 
-def _waitlist(purchase: Purchase, cause: Cause) -> None:
+def _waitlist(purchase: Purchase, cause: Cause, reason: str) -> None:
     purchase.status = Purchase.Status.WAITLISTED
     purchase.save(update_fields=["status", "updated_at"])
     outbox.emit(
@@ -100,9 +126,17 @@ def _waitlist(purchase: Purchase, cause: Cause) -> None:
         student_id=purchase.student_id,
         aggregate_type="purchase",
         aggregate_id=purchase.pk,
-        payload={"purchase_id": purchase.pk, "status": purchase.status},
+        payload={"purchase_id": purchase.pk, "status": purchase.status, "reason": reason},
         cause=cause,
     )
+
+
+def allocation_waitlist(*, purchase: Purchase, reason: str, cause: Cause) -> None:
+    """Put an active purchase back on the waitlist: release its trainer's place, emit
+    `allocation.waitlisted` with `reason`. For the sessions service when the trainer's last free
+    series was taken between allocation and scheduling. Needs the caller's transaction."""
+    allocation_release(purchase=purchase)
+    _waitlist(purchase, cause, reason)
 
 
 def allocation_release(*, purchase: Purchase) -> Allocation | None:
@@ -123,8 +157,9 @@ def allocation_release(*, purchase: Purchase) -> Allocation | None:
     return allocation
 
 
-def waitlist_promote(*, cause: Cause, limit: int = 100) -> list[Allocation]:
-    """Allocate waitlisted purchases, oldest first, while any trainer has free capacity.
+def waitlist_promote(*, cause: Cause, limit: int = 100, scan: int = 200) -> list[Allocation]:
+    """Allocate up to `limit` waitlisted purchases, oldest first, while any trainer has free
+    capacity (and slots for the purchase's course), looking at no more than `scan` of them.
 
     Each allocation is its own transaction (through `trainer_allocate`), so a concurrent promotion
     can't allocate the same purchase twice and capacity is never exceeded. Idempotent. Each new
@@ -132,8 +167,10 @@ def waitlist_promote(*, cause: Cause, limit: int = 100) -> list[Allocation]:
     """
     allocated: list[Allocation] = []
     waiting = Purchase.objects.filter(status=Purchase.Status.WAITLISTED).order_by("created_at", "id")
-    for purchase_id, payment_id in waiting.values_list("id", "payment__provider_payment_id")[:limit]:
-        if not Trainer.objects.filter(active_count__lt=F("capacity")).exists():
+    # A purchase whose course fits no free slot stays waiting and the next one gets its turn, up to
+    # `scan` purchases looked at: a freed place and freed slots go to the oldest purchase they fit.
+    for purchase_id, payment_id in waiting.values_list("id", "payment__provider_payment_id")[:scan]:
+        if len(allocated) >= limit or not Trainer.objects.filter(active_count__lt=F("capacity")).exists():
             break
         allocation = trainer_allocate(
             purchase_id=purchase_id,
@@ -148,25 +185,37 @@ class CapacityBelowLoad(Exception):
     pass
 
 
-def trainer_save(*, trainer_id: int | None, name: str, capacity: int, actor: str) -> Trainer:
+class InvalidAvailability(ValueError):
+    """A timezone that is not an IANA name, or availability windows that are malformed or overlap."""
+
+
+def trainer_save(
+    *, trainer_id: int | None, name: str, capacity: int, actor: str, timezone_name: str | None = None
+) -> Trainer:
     """Create or edit a trainer (reference data: no event of its own).
 
     Capacity never goes below the trainer's active purchases: checked under the trainer's row lock
-    (raises `CapacityBelowLoad`). A rename asks each student the trainer teaches to resync
-    (`student.resync_requested`), so no cached dashboard keeps showing the old name.
+    (raises `CapacityBelowLoad`). `timezone_name` (IANA; unchanged when None) is where the weekly
+    availability is read; sessions already scheduled keep their instants (raises
+    `InvalidAvailability` for an unknown zone). A rename asks each student the trainer teaches to
+    resync (`student.resync_requested`), so no cached dashboard keeps showing the old name.
     """
     from purchases.services import student_resync_request
 
+    if timezone_name is not None:
+        _check_zone(timezone_name)
     with transaction.atomic():
         if trainer_id is None:
-            return Trainer.objects.create(name=name, capacity=capacity)
+            return Trainer.objects.create(name=name, capacity=capacity, timezone=timezone_name or "UTC")
         trainer = Trainer.objects.select_for_update(no_key=True).get(id=trainer_id)  # allocations keep inserting
         if capacity < trainer.active_count:
             raise CapacityBelowLoad(
                 f"{trainer.name} has {trainer.active_count} active purchases; capacity can't go below that."
             )
         renamed = trainer.name != name
-        Trainer.objects.filter(id=trainer_id).update(name=name, capacity=capacity)
+        Trainer.objects.filter(id=trainer_id).update(
+            name=name, capacity=capacity, timezone=timezone_name or trainer.timezone
+        )
         if renamed:
             students = Allocation.objects.filter(trainer_id=trainer_id, released_at__isnull=True).values_list(
                 "purchase__student_id", flat=True
@@ -175,3 +224,42 @@ def trainer_save(*, trainer_id: int | None, name: str, capacity: int, actor: str
                 student_resync_request(student_id=student_id, actor=actor)
         trainer.refresh_from_db()
         return trainer
+
+
+def availability_replace(*, trainer_id: int, windows: list[tuple[int, time, time]]) -> list[AvailabilityWindow]:
+    """Replace the trainer's weekly availability with `windows` (weekday 0 = Monday, start, end in
+    the trainer's local time; an end of 00:00 is midnight). Reference data: no event.
+
+    Raises `InvalidAvailability` for a weekday outside 0-6, an end not after its start, or two
+    windows of one day that overlap. Sessions already scheduled stay where they are; new sessions
+    and moves use the new windows.
+    """
+    availability_check(windows)
+    with transaction.atomic():
+        Trainer.objects.select_for_update(no_key=True).get(id=trainer_id)  # serialise editors of one trainer
+        AvailabilityWindow.objects.filter(trainer_id=trainer_id).delete()
+        return AvailabilityWindow.objects.bulk_create(
+            [AvailabilityWindow(trainer_id=trainer_id, weekday=d, starts=s, ends=e) for d, s, e in windows]
+        )
+
+
+def availability_check(windows: list[tuple[int, time, time]]) -> None:
+    """Raise `InvalidAvailability` unless every window is on weekday 0-6, ends after it starts, and
+    no two windows of one day overlap."""
+    for weekday, _, _ in windows:
+        if not 0 <= weekday <= 6:
+            raise InvalidAvailability(f"weekday {weekday} is not 0 (Monday) to 6 (Sunday)")
+    parsed = sorted(Window.from_times(d, s, e) for d, s, e in windows)
+    for w in parsed:
+        if w.end <= w.start:
+            raise InvalidAvailability(f"window {w} ends before it starts")
+    for a, b in itertools.pairwise(parsed):
+        if a.weekday == b.weekday and b.start < a.end:
+            raise InvalidAvailability(f"windows {a} and {b} overlap")
+
+
+def _check_zone(name: str) -> None:
+    try:
+        zone(name)
+    except UnknownTimezone as exc:
+        raise InvalidAvailability(str(exc)) from exc

@@ -198,6 +198,12 @@ OUTBOX_MAX_ATTEMPTS = int(os.environ.get("OUTBOX_MAX_ATTEMPTS", "10"))
 OUTBOX_BACKOFF_BASE_SECONDS = float(os.environ.get("OUTBOX_BACKOFF_BASE_SECONDS", "1.0"))
 OUTBOX_BACKOFF_MAX_SECONDS = float(os.environ.get("OUTBOX_BACKOFF_MAX_SECONDS", "300"))
 
+# Scheduling (sessions_app): sessions start no earlier than the lead time from now, a purchase's first
+# session no later than the horizon, on a grid of this many minutes from each availability window's start.
+SCHEDULING_LEAD_HOURS = float(os.environ.get("SCHEDULING_LEAD_HOURS", "24"))
+SCHEDULING_HORIZON_WEEKS = int(os.environ.get("SCHEDULING_HORIZON_WEEKS", "26"))
+SCHEDULING_STEP_MINUTES = int(os.environ.get("SCHEDULING_STEP_MINUTES", "30"))
+
 # /metrics: set METRICS_TOKEN to require `Authorization: Bearer <token>`. Relays and workers write
 # their counters to PROMETHEUS_MULTIPROC_DIR (shared by the processes of one host; clear it on deploy).
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")

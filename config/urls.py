@@ -5,6 +5,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from outbox.health import healthz_view
 from outbox.metrics import metrics_view
 from purchases.api import CoursesApi, DashboardApi, EventsApi, PaymentWebhookApi
+from purchases.api_profile import ProfileApi
+from sessions_app.api import SessionRescheduleApi
 from student_page.views import student_page
 
 handler404 = "config.errors.json_404"
@@ -18,6 +20,10 @@ urlpatterns = [
     path("api/v1/payments/webhook", PaymentWebhookApi.as_view(), name="payment-webhook"),
     path("api/v1/me/dashboard", DashboardApi.as_view(), name="me-dashboard"),
     path("api/v1/me/events", EventsApi.as_view(), name="me-events"),
+    path("api/v1/me/profile", ProfileApi.as_view(), name="me-profile"),
+    path(
+        "api/v1/me/sessions/<int:session_id>/reschedule", SessionRescheduleApi.as_view(), name="me-session-reschedule"
+    ),
     path("api/v1/courses", CoursesApi.as_view(), name="courses"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

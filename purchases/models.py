@@ -54,6 +54,19 @@ class Purchase(models.Model):
         return f"Purchase {self.pk} ({self.status})"
 
 
+class StudentProfile(models.Model):
+    """A student's preferences. Change it through `purchases.services.student_profile_update`."""
+
+    student = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="profile"
+    )
+    # IANA name; empty: the student's app shows times in the device's own zone.
+    timezone = models.CharField(max_length=64, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"Profile of student {self.student_id}"
+
+
 class ProviderEvent(models.Model):
     """Every payment-provider event we accepted, once (the provider's event id is unique).
 

@@ -1,13 +1,14 @@
 """Reads of purchases: the student's dashboard read model."""
 
 import json
+from datetime import UTC
 from typing import Any
 
 from django.db import connection, transaction
 
 from outbox import readcache
 from outbox.selectors import student_last_seq
-from purchases.models import Purchase
+from purchases.models import Purchase, StudentProfile
 
 DASHBOARD_VIEW = "dashboard"
 
@@ -42,12 +43,24 @@ def dashboard_build(*, student: Any) -> tuple[int, dict[str, Any]]:
                     "course": {"id": p.course.pk, "title": p.course.title},
                     "trainer": {"id": trainer.pk, "name": trainer.name} if trainer else None,
                     "sessions": [
-                        {"id": s.pk, "starts_at": s.starts_at.isoformat(), "status": s.status} for s in p.sessions.all()
+                        {
+                            "id": s.pk,
+                            "starts_at": s.starts_at.astimezone(UTC).isoformat(),
+                            "ends_at": s.ends_at.astimezone(UTC).isoformat(),
+                            "status": s.status,
+                        }
+                        for s in p.sessions.all()
                     ],
                 }
             )
+        zone = StudentProfile.objects.filter(student_id=student.pk).values_list("timezone", flat=True).first()
     view = {
-        "student": {"id": student.pk, "username": student.get_username(), "email": student.email},
+        "student": {
+            "id": student.pk,
+            "username": student.get_username(),
+            "email": student.email,
+            "timezone": zone or None,
+        },
         "purchases": rows,
         "seq": seq,
     }

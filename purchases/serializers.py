@@ -76,7 +76,8 @@ class CourseRefSerializer(serializers.Serializer[dict[str, object]]):
 
 class SessionSerializer(serializers.Serializer[dict[str, object]]):
     id = serializers.IntegerField()
-    starts_at = serializers.DateTimeField()
+    starts_at = serializers.DateTimeField(help_text="UTC, ISO 8601 with its offset (+00:00).")
+    ends_at = serializers.DateTimeField(help_text="UTC, ISO 8601 with its offset (+00:00).")
     status = serializers.CharField()
 
 
@@ -92,6 +93,18 @@ class StudentSerializer(serializers.Serializer[dict[str, object]]):
     id = serializers.IntegerField()
     username = serializers.CharField()
     email = serializers.CharField()
+    timezone = serializers.CharField(
+        allow_null=True, help_text="The student's IANA time zone (profile); null: show the device's zone."
+    )
+
+
+class ProfileSerializer(serializers.Serializer[dict[str, object]]):
+    timezone = serializers.CharField(
+        max_length=64,
+        allow_null=True,
+        allow_blank=True,
+        help_text='IANA time zone name, e.g. "Europe/Berlin"; null or "" clears it (the app uses the device\'s).',
+    )
 
 
 class DashboardSerializer(serializers.Serializer[dict[str, object]]):

@@ -13,7 +13,7 @@ from outbox import services as outbox
 from outbox.models import OutboxEvent
 from outbox.services import Cause
 from purchases.errors import UnknownCourse, UnknownPayment, UnknownStudent
-from purchases.models import Course, Payment, ProviderEvent, Purchase
+from purchases.models import Course, Payment, ProviderEvent, Purchase, StudentProfile
 
 
 @dataclass(frozen=True)
@@ -151,13 +151,15 @@ def _payment_insert(*, payment_id: str, amount: Decimal, currency: str) -> Payme
 
 
 def purchase_refund(*, payment_id: str, actor: str) -> PurchaseResult:
-    """Refund a payment: the purchase becomes `refunded`, its trainer's place is freed at once, and
-    `purchase.refunded` is emitted (its handlers cancel future sessions and promote the waitlist).
+    """Refund a payment: the purchase becomes `refunded`, and `purchase.refunded` is emitted (its
+    handler promotes the waitlist). Its trainer's place and its future sessions' slots are freed in
+    the same transaction (`sessions.cancelled`), so both are free the moment the refund commits.
 
     Idempotent: refunding a refunded purchase changes nothing and emits nothing (`created` is False).
     Raises `UnknownPayment` if no purchase has this payment id.
     """
     from allocation.services import allocation_release
+    from sessions_app.services import sessions_cancel
 
     with transaction.atomic():
         purchase = (
@@ -175,7 +177,7 @@ def purchase_refund(*, payment_id: str, actor: str) -> PurchaseResult:
         purchase.status = Purchase.Status.REFUNDED
         purchase.save(update_fields=["status", "updated_at"])
         Payment.objects.filter(pk=purchase.payment_id).update(refunded_at=timezone.now())
-        outbox.emit(
+        refunded = outbox.emit(
             type="purchase.refunded",
             student_id=purchase.student_id,
             aggregate_type="purchase",
@@ -188,6 +190,9 @@ def purchase_refund(*, payment_id: str, actor: str) -> PurchaseResult:
                 "released_trainer_id": released.trainer_id if released else None,
             },
             cause=Cause(actor=actor, correlation_id=payment_id),
+        )
+        sessions_cancel(
+            purchase_id=purchase.pk, cause=Cause(actor=actor, correlation_id=payment_id, causation_id=refunded.id)
         )
         return PurchaseResult(purchase=purchase, created=True)
 
@@ -206,6 +211,31 @@ def student_resync_request(*, student_id: int, actor: str) -> OutboxEvent:
             payload={"student_id": student_id},
             cause=Cause(actor=actor, correlation_id=f"resync:{student_id}:{uuid.uuid4().hex[:12]}"),
         )
+
+
+class InvalidTimezone(ValueError):
+    pass
+
+
+def student_profile_update(*, student_id: int, timezone_name: str | None, actor: str) -> StudentProfile:
+    """Set the student's time zone (an IANA name; None or "" clears it: the app then uses the
+    device's zone). A change emits `student.resync_requested`, so the cached dashboard, which carries
+    the zone, is refreshed and the student's open apps refetch. Raises `InvalidTimezone`."""
+    from sessions_app.scheduling import UnknownTimezone, zone
+
+    name = timezone_name or ""
+    if name:
+        try:
+            zone(name)
+        except UnknownTimezone as exc:
+            raise InvalidTimezone(str(exc)) from exc
+    with transaction.atomic():
+        profile, _ = StudentProfile.objects.select_for_update().get_or_create(student_id=student_id)
+        if profile.timezone != name:
+            profile.timezone = name
+            profile.save(update_fields=["timezone"])
+            student_resync_request(student_id=student_id, actor=actor)
+        return profile
 
 
 def course_save(*, course_id: int | None, fields: dict[str, Any], actor: str) -> Course:

@@ -1,25 +1,78 @@
-"""Writers of training sessions."""
+"""Writers of training sessions: place a purchase's series, move one session, cancel the rest.
 
-from datetime import UTC, datetime, time, timedelta
+A trainer never has two scheduled sessions that overlap: PostgreSQL's exclusion constraint
+`session_trainer_no_overlap` refuses it, whoever writes. These services read the trainer's calendar,
+pick the earliest free place, and write it so that losing a race to a concurrent writer means
+trying the next free place, not failing.
+"""
 
-from django.db import transaction
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from allocation.models import Allocation
 from outbox import services as outbox
 from outbox.services import Cause
 from purchases.models import Purchase
+from sessions_app import scheduling
+from sessions_app.errors import NoFreeSlot, SessionNotFound, SessionNotReschedulable
 from sessions_app.models import TrainingSession
+from sessions_app.selectors import trainer_calendar
 
-SESSION_START = time(10, 0)
+# Each lost race means a concurrent writer committed sessions there; a bound keeps a bug from looping.
+MAX_ATTEMPTS = 100
+
+_INSERT_SQL = """
+INSERT INTO sessions_app_trainingsession (purchase_id, trainer_id, number, starts_at, ends_at, duration_minutes, status)
+SELECT %(purchase)s, %(trainer)s, n, s, e, %(minutes)s, 'scheduled'
+FROM unnest(%(numbers)s::int[], %(starts)s::timestamptz[], %(ends)s::timestamptz[]) AS x(n, s, e)
+ON CONFLICT DO NOTHING
+RETURNING id, number
+"""
+
+
+def iso(value: datetime) -> str:
+    """UTC ISO 8601 with its offset, as events and the API carry times."""
+    return value.astimezone(UTC).isoformat()
+
+
+def earliest_start() -> datetime:
+    return timezone.now() + timedelta(hours=settings.SCHEDULING_LEAD_HOURS)
+
+
+def free_series(
+    *, trainer_id: int, count: int, minutes: int, earliest: datetime, exclude_session_id: int = 0
+) -> list[tuple[datetime, datetime]] | None:
+    """The trainer's earliest free weekly series (one read), or None if none starts within the horizon."""
+    until = earliest + timedelta(weeks=settings.SCHEDULING_HORIZON_WEEKS)
+    cal = trainer_calendar(
+        trainer_id=trainer_id,
+        start=earliest,
+        until=until + timedelta(weeks=count, days=1),
+        exclude_session_id=exclude_session_id,
+    )
+    if not scheduling.has_any_window(cal, minutes):
+        return None
+    return scheduling.first_free_series(
+        cal, count=count, minutes=minutes, earliest=earliest, until=until, step=settings.SCHEDULING_STEP_MINUTES
+    )
 
 
 def sessions_generate(*, purchase_id: int, cause: Cause) -> list[TrainingSession]:
-    """Schedule the course's sessions, weekly from the next day at 10:00 UTC; emit `sessions.generated`.
+    """Schedule the course's sessions weekly at one local time in the trainer's free availability,
+    the first no earlier than the lead time; emit `sessions.generated`.
 
-    Idempotent: a purchase that already has sessions, or that is not active with a trainer, is left
-    alone (returns its existing sessions).
+    A slot taken by a concurrent writer in the meantime (the insert skips rows the exclusion
+    constraint refuses) moves this purchase to the next free series. If the trainer has no free
+    series left, the purchase goes back to the waitlist (`allocation.waitlisted`, reason
+    `no_free_slot`) and its place is freed. Idempotent: a purchase that already has sessions, or
+    that is not active with a trainer, is left alone (returns its existing sessions).
     """
+    from allocation.services import allocation_waitlist
+
     with transaction.atomic():
         # Lock the purchase only (not the joined course: every webhook's FK check takes KEY SHARE on it).
         purchase = (
@@ -29,21 +82,22 @@ def sessions_generate(*, purchase_id: int, cause: Cause) -> list[TrainingSession
         allocation = Allocation.objects.filter(purchase=purchase, released_at__isnull=True).first()
         if existing or allocation is None or purchase.status != Purchase.Status.ACTIVE:
             return existing
-        first_day = (timezone.now() + timedelta(days=1)).date()
-        first = datetime.combine(first_day, SESSION_START, tzinfo=UTC)
         course = purchase.course
-        sessions = TrainingSession.objects.bulk_create(
-            [
-                TrainingSession(
-                    purchase=purchase,
-                    trainer_id=allocation.trainer_id,
-                    number=n + 1,
-                    starts_at=first + timedelta(weeks=n),
-                    duration_minutes=course.session_minutes,
-                )
-                for n in range(course.sessions_count)
-            ]
-        )
+        for _ in range(MAX_ATTEMPTS):
+            series = free_series(
+                trainer_id=allocation.trainer_id,
+                count=course.sessions_count,
+                minutes=course.session_minutes,
+                earliest=earliest_start(),
+            )
+            if series is None:
+                allocation_waitlist(purchase=purchase, reason="no_free_slot", cause=cause)
+                return []
+            sessions = _insert_series(purchase, allocation.trainer_id, series, course.session_minutes)
+            if sessions is not None:
+                break
+        else:
+            raise RuntimeError(f"purchase {purchase.pk}: no series placed after {MAX_ATTEMPTS} attempts")
         outbox.emit(
             type="sessions.generated",
             student_id=purchase.student_id,
@@ -52,18 +106,148 @@ def sessions_generate(*, purchase_id: int, cause: Cause) -> list[TrainingSession
             payload={
                 "purchase_id": purchase.pk,
                 "trainer_id": allocation.trainer_id,
-                "sessions": [
-                    {"id": s.pk, "number": s.number, "starts_at": s.starts_at.isoformat(), "status": s.status}
-                    for s in sessions
-                ],
+                "sessions": [_session_data(s) for s in sessions],
             },
             cause=cause,
         )
         return sessions
 
 
+def _insert_series(
+    purchase: Purchase, trainer_id: int, series: list[tuple[datetime, datetime]], minutes: int
+) -> list[TrainingSession] | None:
+    """Insert the series in one statement; None (and nothing kept) if a concurrent writer took part of it.
+
+    `ON CONFLICT DO NOTHING` skips a row the exclusion constraint refuses, waiting first for the
+    writer of a conflicting uncommitted row: no error, no savepoint, and the next calendar read sees
+    what that writer committed.
+    """
+    numbers = list(range(1, len(series) + 1))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INSERT_SQL,
+            {
+                "purchase": purchase.pk,
+                "trainer": trainer_id,
+                "minutes": minutes,
+                "numbers": numbers,
+                "starts": [s for s, _ in series],
+                "ends": [e for _, e in series],
+            },
+        )
+        ids = dict((number, pk) for pk, number in cursor.fetchall())
+        if len(ids) < len(series):
+            if ids:
+                cursor.execute("DELETE FROM sessions_app_trainingsession WHERE id = ANY(%s)", [list(ids.values())])
+            return None
+    sessions = []
+    for n, (start, end) in zip(numbers, series, strict=True):
+        session = TrainingSession(
+            id=ids[n],
+            purchase=purchase,
+            trainer_id=trainer_id,
+            number=n,
+            starts_at=start,
+            ends_at=end,
+            duration_minutes=minutes,
+        )
+        session._state.adding = False
+        session._state.db = connection.alias
+        sessions.append(session)
+    return sessions
+
+
+def _session_data(s: TrainingSession) -> dict[str, Any]:
+    return {
+        "id": s.pk,
+        "number": s.number,
+        "starts_at": iso(s.starts_at),
+        "ends_at": iso(s.ends_at),
+        "status": s.status,
+    }
+
+
+def session_reschedule(
+    *, session_id: int, actor: str, student_id: int | None = None, not_before: datetime | None = None
+) -> TrainingSession:
+    """Move a scheduled session to the trainer's next free slot after its current start (or after
+    `not_before`, whichever is later, and never within the lead time); emit `session.rescheduled`.
+
+    `student_id` restricts it to that student's sessions (`SessionNotFound` otherwise). Raises
+    `SessionNotReschedulable` for a session that is not scheduled, has started, or whose purchase is
+    not active, and `NoFreeSlot` when the trainer has no free slot within the horizon. Two moves
+    racing for one slot: the loser takes the next one. The event joins the purchase's payment chain.
+    """
+    with transaction.atomic():
+        found = TrainingSession.objects.filter(id=session_id)
+        if student_id is not None:
+            found = found.filter(purchase__student_id=student_id)
+        purchase_id = found.values_list("purchase_id", flat=True).first()
+        if purchase_id is None:
+            raise SessionNotFound(f"no session {session_id}", session_id=session_id)
+        # Purchase first, as every writer of a purchase's rows does (refunds, generation).
+        purchase = (
+            Purchase.objects.select_for_update(no_key=True, of=("self",)).select_related("payment").get(id=purchase_id)
+        )
+        session = TrainingSession.objects.select_for_update().get(id=session_id)
+        now = timezone.now()
+        if (
+            session.status != TrainingSession.Status.SCHEDULED
+            or session.starts_at <= now
+            or purchase.status != Purchase.Status.ACTIVE
+        ):
+            raise SessionNotReschedulable(
+                f"session {session_id} is {session.status} (purchase {purchase.status}) and starts at "
+                f"{iso(session.starts_at)}: only a scheduled, future session of an active purchase can move",
+                session_id=session_id,
+                status=session.status,
+            )
+        earliest = max(earliest_start(), session.starts_at + timedelta(seconds=1), not_before or now)
+        previous = session.starts_at
+        for _ in range(MAX_ATTEMPTS):
+            slot = free_series(
+                trainer_id=session.trainer_id,
+                count=1,
+                minutes=session.duration_minutes,
+                earliest=earliest,
+                exclude_session_id=session.pk,
+            )
+            if slot is None:
+                raise NoFreeSlot(
+                    f"the trainer has no free slot after {iso(earliest)} within the scheduling horizon",
+                    session_id=session_id,
+                    after=iso(earliest),
+                )
+            (session.starts_at, session.ends_at), *_ = slot
+            try:
+                with transaction.atomic():  # a savepoint: a lost race rolls back this UPDATE only
+                    TrainingSession.objects.filter(id=session.pk).update(
+                        starts_at=session.starts_at, ends_at=session.ends_at
+                    )
+                break
+            except IntegrityError:
+                continue  # a concurrent writer committed there first: read again, take the next one
+        else:
+            raise RuntimeError(f"session {session_id}: not moved after {MAX_ATTEMPTS} attempts")
+        outbox.emit(
+            type="session.rescheduled",
+            student_id=purchase.student_id,
+            aggregate_type="purchase",
+            aggregate_id=purchase.pk,
+            payload={
+                "purchase_id": purchase.pk,
+                "trainer_id": session.trainer_id,
+                "session": _session_data(session),
+                "previous_starts_at": iso(previous),
+            },
+            cause=Cause(actor=actor, correlation_id=purchase.payment.provider_payment_id),
+        )
+        return session
+
+
 def sessions_cancel(*, purchase_id: int, cause: Cause) -> list[TrainingSession]:
-    """Cancel the purchase's sessions that have not started yet; emit `sessions.cancelled`.
+    """Cancel the purchase's sessions that have not started yet (their slots become free at once);
+    emit `sessions.cancelled`.
 
     Idempotent: with nothing left to cancel it writes and emits nothing (returns []).
     """

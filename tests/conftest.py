@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+import datetime as dt
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -99,9 +100,23 @@ def course(db: None) -> Course:
     return Course.objects.create(title="Strength basics", sessions_count=3, session_minutes=60, price=Decimal("240"))
 
 
+ALL_WEEK = [(day, dt.time(0), dt.time(0)) for day in range(7)]
+
+
+def available_trainer(
+    name: str, capacity: int, *, tz: str = "UTC", windows: list[tuple[int, dt.time, dt.time]] | None = None
+) -> Trainer:
+    """A trainer with weekly availability (all day, every day, unless `windows` says otherwise)."""
+    from allocation.services import availability_replace
+
+    trainer = Trainer.objects.create(name=name, capacity=capacity, timezone=tz)
+    availability_replace(trainer_id=trainer.pk, windows=ALL_WEEK if windows is None else windows)
+    return trainer
+
+
 @pytest.fixture
 def trainer(db: None) -> Trainer:
-    return Trainer.objects.create(name="Ada", capacity=5)
+    return available_trainer("Ada", 5)
 
 
 def webhook_body(

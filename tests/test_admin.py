@@ -21,7 +21,7 @@ from outbox.models import Delivery, OutboxEvent
 from outbox.relay import Relay
 from purchases.errors import UnknownStudent
 from purchases.models import Course, Purchase
-from tests.conftest import buy
+from tests.conftest import available_trainer, buy
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
 ADD_URL = "/admin/purchases/purchase/add/"
@@ -107,7 +107,7 @@ def test_a_domain_error_after_validation_creates_nothing_and_says_why(
 
 
 def test_purchases_and_other_domain_rows_are_read_only(ops: Client, student: Any, course: Course) -> None:
-    trainer = Trainer.objects.create(name="Ada", capacity=5)
+    trainer = available_trainer(name="Ada", capacity=5)
     purchase = buy(student, course, "pay_ro")
     Relay().drain()  # allocation and sessions exist now
     change = reverse("admin:purchases_purchase_change", args=[purchase.pk])
@@ -135,7 +135,7 @@ def test_rerun_allocation_calls_trainer_allocate_as_the_admin(ops: Client, stude
     Relay().drain()
     purchase.refresh_from_db()
     assert purchase.status == "waitlisted"  # no trainer yet
-    Trainer.objects.create(name="Ada", capacity=1)
+    available_trainer(name="Ada", capacity=1)
 
     response = act(ops, "rerun_allocation", [purchase])
     assert response.status_code == 302
@@ -150,7 +150,7 @@ def test_rerun_allocation_calls_trainer_allocate_as_the_admin(ops: Client, stude
 
 
 def test_refund_asks_first_then_calls_purchase_refund(ops: Client, student: Any, course: Course) -> None:
-    trainer = Trainer.objects.create(name="Ada", capacity=1)
+    trainer = available_trainer(name="Ada", capacity=1)
     purchase = buy(student, course, "pay_refund")
     Relay().drain()
 
@@ -179,7 +179,7 @@ def test_resync_emits_student_resync_requested_once_per_student(ops: Client, stu
 def test_trainer_capacity_is_editable_but_active_count_is_not(
     ops: Client, student: Any, course: Course, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    trainer = Trainer.objects.create(name="Ada", capacity=2)
+    trainer = available_trainer(name="Ada", capacity=2)
     buy(student, course, "pay_t")
     Relay().drain()
     url = reverse("admin:allocation_trainer_change", args=[trainer.pk])
@@ -263,7 +263,7 @@ def test_the_retry_action_requeues_and_the_chain_completes(
 ) -> None:
     from allocation import services
 
-    Trainer.objects.create(name="Ada", capacity=5)
+    available_trainer(name="Ada", capacity=5)
     real = services.trainer_allocate
     monkeypatch.setattr(services, "trainer_allocate", lambda **kw: (_ for _ in ()).throw(RuntimeError("down")))
     buy(student, course, "pay_retry")
@@ -291,7 +291,7 @@ def test_the_retry_action_requeues_and_the_chain_completes(
 
 
 def test_the_timeline_page_shows_the_chain_and_verdict(ops: Client, student: Any, course: Course) -> None:
-    Trainer.objects.create(name="Ada", capacity=5)
+    available_trainer(name="Ada", capacity=5)
     buy(student, course, "pay/with/slash")
     assert reverse("admin:outbox_outboxevent_trace", args=["pay/with/slash"]) in ops.get(CHANGELIST_URL).text
     pending = ops.get(reverse("admin:outbox_outboxevent_trace", args=["pay/with/slash"]))

@@ -14,6 +14,7 @@ from outbox.models import OutboxEvent
 from outbox.services import Cause
 from purchases.models import Course, Purchase
 from purchases.services import purchase_create
+from tests.conftest import available_trainer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,8 +38,8 @@ def _cause(purchase: Purchase) -> Cause:
 
 
 def test_least_loaded_trainer_then_waitlist(student: Any, course: Course) -> None:
-    busy = Trainer.objects.create(name="Busy", capacity=2)
-    idle = Trainer.objects.create(name="Idle", capacity=1)
+    busy = available_trainer(name="Busy", capacity=2)
+    idle = available_trainer(name="Idle", capacity=1)
     p1, p2, p3, p4 = _purchases(student, course, 4)
     assert trainer_allocate(purchase_id=p1.pk, cause=_cause(p1)).trainer == busy  # type: ignore[union-attr]
     assert trainer_allocate(purchase_id=p2.pk, cause=_cause(p2)).trainer == idle  # type: ignore[union-attr]
@@ -64,7 +65,7 @@ def test_allocate_is_idempotent(student: Any, course: Course, trainer: Trainer) 
 def test_capacity_is_never_exceeded_by_concurrent_allocations(make_student: Any, course: Course) -> None:
     capacities = [3, 2, 2, 1]
     for i, cap in enumerate(capacities):
-        Trainer.objects.create(name=f"T{i}", capacity=cap)
+        available_trainer(name=f"T{i}", capacity=cap)
     students = [make_student() for _ in range(12)]
     purchases = [p for s in students for p in _purchases(s, course, 4)]  # 48 purchases, 8 places
 

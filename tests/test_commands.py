@@ -15,11 +15,10 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.test import Client
 
-from allocation.models import Trainer
 from outbox.models import OutboxEvent
 from outbox.relay import Relay
 from purchases.models import Course, Purchase
-from tests.conftest import ROOT, process_env, signature, wait_until, webhook_body
+from tests.conftest import ROOT, available_trainer, process_env, signature, wait_until, webhook_body
 from tests.listeners import GroupListener
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
@@ -53,7 +52,7 @@ def chain(payment_id: str) -> list[tuple[Any, ...]]:
 def test_admin_fix_purchase_and_webhook_produce_the_same_chain_cache_invalidation_and_pushes(
     make_student: Any, course: Course
 ) -> None:
-    Trainer.objects.create(name="Ada", capacity=10)
+    available_trainer(name="Ada", capacity=10)
     by_admin, by_command, by_webhook = make_student(), make_student(), make_student()
     students = {"admin": by_admin, "command": by_command, "webhook": by_webhook}
     api = Client()

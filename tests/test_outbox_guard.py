@@ -5,12 +5,12 @@ from typing import Any
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from allocation.models import Allocation, Trainer
+from allocation.models import Allocation
 from outbox.models import OutboxEvent
 from outbox.services import Cause, OutboxError, emit
 from purchases.models import Course, Payment, Purchase
 from sessions_app.models import TrainingSession
-from tests.conftest import buy
+from tests.conftest import available_trainer, buy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -84,7 +84,7 @@ def test_an_event_for_another_purchase_does_not_cover_the_change(student: Any, c
 
 def test_allocation_and_session_tables_are_guarded(student: Any, course: Course) -> None:
     purchase = buy(student, course)
-    trainer = Trainer.objects.create(name="T", capacity=3)
+    trainer = available_trainer(name="T", capacity=3)
     with pytest.raises(IntegrityError, match="outbox guard"):
         Allocation.objects.create(purchase=purchase, trainer=trainer)
     with pytest.raises(IntegrityError, match="outbox guard"):

@@ -13,7 +13,7 @@ from allocation.models import Trainer
 from outbox.models import Delivery, InboxEntry, OutboxEvent
 from purchases.models import Course, Purchase
 from purchases.services import purchase_create
-from tests.conftest import Processes, http, signature, wait_until, webhook_body
+from tests.conftest import Processes, available_trainer, http, signature, wait_until, webhook_body
 from tests.listeners import GroupListener
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
@@ -72,7 +72,7 @@ def test_webhook_to_sessions_through_relay_and_worker_processes(
 def test_two_relays_drain_one_backlog_once_per_sink_in_order(
     make_student: Any, course: Course, processes: Processes
 ) -> None:
-    Trainer.objects.create(name="Big", capacity=10_000)
+    available_trainer(name="Big", capacity=10_000)
     students = [make_student() for _ in range(20)]
     per_student = 10
     processes.worker()

@@ -23,11 +23,10 @@ from channels_redis.core import RedisChannelLayer
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from allocation.models import Trainer
 from outbox.models import Delivery, OutboxEvent
 from purchases.models import Course
 from purchases.services import purchase_create, student_resync_request
-from tests.conftest import Processes, wait_until
+from tests.conftest import Processes, available_trainer, wait_until
 from tests.ws_client import StreamClient, gaps, group_members, tuned_server
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
@@ -281,7 +280,7 @@ def test_a_refetch_on_every_push_reflects_that_push(
     """Invariant 5 through real processes: under a stream of purchases, while another reader keeps
     refilling the dashboard cache, a client that refetches the dashboard on each event never reads a
     view older than the event."""
-    Trainer.objects.create(name="Big", capacity=10_000)
+    available_trainer(name="Big", capacity=10_000)
     processes.worker()
     purchases = 15
     base = f"http://{stack.host}/api/v1/me/dashboard"

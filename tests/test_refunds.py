@@ -11,13 +11,13 @@ from purchases.errors import UnknownPayment
 from purchases.models import Course
 from purchases.services import purchase_refund
 from sessions_app.models import TrainingSession
-from tests.conftest import buy
+from tests.conftest import available_trainer, buy
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
 
 
 def test_refund_frees_capacity_and_the_waitlisted_purchase_gets_it(make_student: Any, course: Course) -> None:
-    trainer = Trainer.objects.create(name="Solo", capacity=1)
+    trainer = available_trainer(name="Solo", capacity=1)
     first_student, second_student = make_student(), make_student()
     first = buy(first_student, course, "pay_first")
     Relay().drain()

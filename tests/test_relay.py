@@ -16,7 +16,7 @@ from outbox.deliveries import PARKED_UNTIL
 from outbox.models import Delivery, InboxEntry, OutboxEvent, new_event_id
 from outbox.relay import Relay
 from purchases.models import Course
-from tests.conftest import buy, wait_until
+from tests.conftest import available_trainer, buy, wait_until
 from tests.listeners import GroupListener
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
@@ -54,7 +54,7 @@ def test_a_redelivered_event_has_no_second_effect(student: Any, course: Course, 
 
 
 def test_per_student_order_holds_across_batches(make_student: Any, course: Course) -> None:
-    Trainer.objects.create(name="Big", capacity=1000)
+    available_trainer(name="Big", capacity=1000)
     students = [make_student() for _ in range(5)]
     for i in range(8):
         for s in students:

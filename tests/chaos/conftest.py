@@ -3,8 +3,8 @@ from typing import Any
 
 import pytest
 
-from allocation.models import Trainer
 from purchases.models import Course
+from tests.conftest import available_trainer
 
 
 @pytest.fixture
@@ -15,7 +15,5 @@ def world(make_student: Any) -> dict[str, list[int]]:
         Course.objects.create(title="Chaos A", sessions_count=3, session_minutes=60, price=Decimal("10")).pk,
         Course.objects.create(title="Chaos B", sessions_count=2, session_minutes=45, price=Decimal("20")).pk,
     ]
-    trainers = [
-        Trainer.objects.create(name=f"Chaos trainer {i}", capacity=cap).pk for i, cap in enumerate([40, 30, 20])
-    ]
+    trainers = [available_trainer(f"Chaos trainer {i}", cap).pk for i, cap in enumerate([40, 30, 20])]
     return {"students": students, "courses": courses, "trainers": trainers}

@@ -23,4 +23,7 @@ class Command(BaseCommand):
         for course in summary["courses"]:
             self.stdout.write(f"course {course['id']} {course['title']}")
         for trainer in summary["trainers"]:
-            self.stdout.write(f"trainer {trainer['id']} {trainer['name']} capacity={trainer['capacity']}")
+            self.stdout.write(
+                f"trainer {trainer['id']} {trainer['name']} capacity={trainer['capacity']} "
+                f"timezone={trainer['timezone']}"
+            )
