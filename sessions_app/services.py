@@ -6,6 +6,7 @@ pick the earliest free place, and write it so that losing a race to a concurrent
 trying the next free place, not failing.
 """
 
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,8 @@ from sessions_app import scheduling
 from sessions_app.errors import NoFreeSlot, SessionNotFound, SessionNotReschedulable
 from sessions_app.models import TrainingSession
 from sessions_app.selectors import trainer_calendar
+
+logger = logging.getLogger(__name__)
 
 # Each lost race means a concurrent writer committed sessions there; a bound keeps a bug from looping.
 MAX_ATTEMPTS = 100
@@ -96,6 +99,9 @@ def sessions_generate(*, purchase_id: int, cause: Cause) -> list[TrainingSession
             sessions = _insert_series(purchase, allocation.trainer_id, series, course.session_minutes)
             if sessions is not None:
                 break
+            logger.info(
+                "purchase %s lost a race for slots of trainer %s: next free series", purchase.pk, allocation.trainer_id
+            )
         else:
             raise RuntimeError(f"purchase {purchase.pk}: no series placed after {MAX_ATTEMPTS} attempts")
         outbox.emit(
@@ -225,8 +231,8 @@ def session_reschedule(
                         starts_at=session.starts_at, ends_at=session.ends_at
                     )
                 break
-            except IntegrityError:
-                continue  # a concurrent writer committed there first: read again, take the next one
+            except IntegrityError:  # a concurrent writer committed there first: read again, take the next one
+                logger.info("session %s lost a race for %s: next free slot", session.pk, iso(session.starts_at))
         else:
             raise RuntimeError(f"session {session_id}: not moved after {MAX_ATTEMPTS} attempts")
         outbox.emit(

@@ -5,6 +5,7 @@ their own). Process fixtures run the real relay, Celery worker and ASGI server a
 against the test database.
 """
 
+import datetime as dt
 import json
 import os
 import signal
@@ -14,7 +15,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-import datetime as dt
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
