@@ -49,8 +49,11 @@ def earliest_start() -> datetime:
 def free_series(
     *, trainer_id: int, count: int, minutes: int, earliest: datetime, exclude_session_id: int = 0
 ) -> list[tuple[datetime, datetime]] | None:
-    """The trainer's earliest free weekly series (one read), or None if none starts within the horizon."""
-    until = earliest + timedelta(weeks=settings.SCHEDULING_HORIZON_WEEKS)
+    """The trainer's earliest free weekly series from `earliest` (one read), or None if none starts
+    within the horizon (counted from now plus the lead time)."""
+    until = earliest_start() + timedelta(weeks=settings.SCHEDULING_HORIZON_WEEKS)
+    if earliest > until:
+        return None
     cal = trainer_calendar(
         trainer_id=trainer_id,
         start=earliest,

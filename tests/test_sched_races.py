@@ -24,7 +24,8 @@ T = TypeVar("T")
 
 OVERLAPS = """
 SELECT count(*) FROM sessions_app_trainingsession a JOIN sessions_app_trainingsession b
-  ON a.trainer_id = b.trainer_id AND a.id < b.id AND tstzrange(a.starts_at, a.ends_at) && tstzrange(b.starts_at, b.ends_at)
+  ON a.trainer_id = b.trainer_id AND a.id < b.id
+ AND tstzrange(a.starts_at, a.ends_at) && tstzrange(b.starts_at, b.ends_at)
 WHERE a.status = 'scheduled' AND b.status = 'scheduled'
 """
 

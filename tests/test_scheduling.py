@@ -1,6 +1,7 @@
 """Scheduling in the trainer's local time: weekly series across the spring and autumn DST changes,
 skipped and repeated hours, busy time, and the services that place sessions with a real database."""
 
+import itertools
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -56,7 +57,7 @@ def test_a_weekly_series_keeps_its_local_time_across_dst(
     starts = series(cal, earliest)
     assert [s.hour for s in starts] == utc_hours
     assert {(s.astimezone(tz).weekday(), s.astimezone(tz).time()) for s in starts} == {(weekday, time(10))}
-    assert [b - a for a, b in zip(starts, starts[1:], strict=False)].count(timedelta(weeks=1)) == 2  # one DST week
+    assert [b - a for a, b in itertools.pairwise(starts)].count(timedelta(weeks=1)) == 2  # one DST week
 
 
 def test_the_skipped_spring_hour_is_never_offered() -> None:
@@ -142,11 +143,15 @@ def test_postgresql_refuses_overlapping_scheduled_sessions_of_one_trainer(
     trainer_allocate(purchase_id=purchase.pk, cause=cause)
     (first, *_) = sessions_generate(purchase_id=purchase.pk, cause=cause)
     overlap = first.starts_at + timedelta(minutes=30)
-    with pytest.raises(IntegrityError, match="session_trainer_no_overlap"), transaction.atomic():
-        with connection.cursor() as cursor:  # raw SQL: no code path gets past the constraint
-            cursor.execute(
-                "INSERT INTO sessions_app_trainingsession "
-                "(purchase_id, trainer_id, number, starts_at, ends_at, duration_minutes, status) "
-                "VALUES (%s, %s, 99, %s, %s, 60, 'scheduled')",
-                [purchase.pk, trainer.pk, overlap, overlap + timedelta(hours=1)],
-            )
+    # Raw SQL: no code path gets past the constraint.
+    with (
+        pytest.raises(IntegrityError, match="session_trainer_no_overlap"),
+        transaction.atomic(),
+        connection.cursor() as c,
+    ):
+        c.execute(
+            "INSERT INTO sessions_app_trainingsession "
+            "(purchase_id, trainer_id, number, starts_at, ends_at, duration_minutes, status) "
+            "VALUES (%s, %s, 99, %s, %s, 60, 'scheduled')",
+            [purchase.pk, trainer.pk, overlap, overlap + timedelta(hours=1)],
+        )
