@@ -47,6 +47,9 @@ OPERATIONS = [
     "GET /api/v1/me/dashboard",
     "GET /api/v1/me/events",
     "GET /api/v1/courses",
+    "GET /api/v1/me/profile",
+    "PATCH /api/v1/me/profile",
+    "POST /api/v1/me/sessions/{session_id}/reschedule",
 ]
 
 

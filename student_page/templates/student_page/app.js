@@ -30,10 +30,32 @@
     return dashboard;
   }
 
+  // Session times in the student's zone (their profile's), else the browser's; always with the zone.
+  let zone = browserZone();
+
+  function browserZone() {
+    return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  }
+
+  function localTime(iso) {
+    const options = {
+      weekday: "short", year: "numeric", month: "short", day: "numeric",
+      hour: "2-digit", minute: "2-digit", timeZoneName: "short", timeZone: zone,
+    };
+    try {
+      return new Date(iso).toLocaleString(undefined, options);
+    } catch (err) { // a zone this browser does not know: its own instead
+      zone = browserZone();
+      return new Date(iso).toLocaleString(undefined, Object.assign(options, { timeZone: zone }));
+    }
+  }
+
   function render(dashboard) {
     $("login").hidden = true;
     $("student").hidden = false;
     $("student-name").textContent = dashboard.student.username + " (" + dashboard.student.email + ")";
+    zone = dashboard.student.timezone || browserZone();
+    $("zone").textContent = zone + (dashboard.student.timezone ? "" : " (this browser's)");
     const list = $("purchases");
     list.replaceChildren(...dashboard.purchases.map(renderPurchase));
     $("empty").hidden = dashboard.purchases.length > 0;
@@ -58,7 +80,8 @@
     for (const s of p.sessions) {
       const item = document.createElement("li");
       item.className = "session " + s.status;
-      item.textContent = new Date(s.starts_at).toLocaleString() + " (" + s.status + ")";
+      item.dataset.startsAt = s.starts_at;
+      item.textContent = localTime(s.starts_at) + " (" + s.status + ")";
       sessions.append(item);
     }
     li.append(title, trainer, sessions);
