@@ -9,7 +9,14 @@ Contract (see realtime/README.md):
   the cursor have been purged from the outbox, the socket closes with 4410: refetch the dashboard and
   reconnect with its `seq`.
 - Messages: every event as `{"id", "seq", "type", "occurred_at", "data"}`; a client's `{"type": "ping"}`
-  is answered with `{"type": "pong"}`. Nothing else is sent.
+  is answered with `{"type": "pong"}`. Nothing else is sent. Times (`occurred_at`, and every time in
+  `data`) are UTC ISO 8601 with their offset (`+00:00`); the app converts them to the student's zone.
+- Event types: `purchase.created`, `trainer.allocated`, `allocation.waitlisted` (`data.reason`:
+  `no_capacity` or `no_free_slot`), `sessions.generated` (`data.sessions`: `[{"id", "number",
+  "starts_at", "ends_at", "status"}]`), `session.rescheduled` (one session moved by the student or an
+  operator: `data.session` as in `sessions.generated`, `data.previous_starts_at`, `data.purchase_id`,
+  `data.trainer_id`), `purchase.refunded`, `sessions.cancelled`, `student.resync_requested` (also sent
+  when the student's time zone changes). On any of them, refetch the dashboard.
 
 Guarantees, for one connection:
 
