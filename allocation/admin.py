@@ -111,6 +111,8 @@ class TrainerAdmin(admin.ModelAdmin):
         for formset in formsets:
             if isinstance(formset, AvailabilityFormSet):
                 availability_replace(trainer_id=form.instance.pk, windows=_windows(formset))
+                # What formset.save() would have recorded, for the admin's change message.
+                formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.has_perm("purchases.change_purchase"))

@@ -54,7 +54,9 @@ def seed(*, students: int, trainers: int = 1, capacity: int = 1_000_000) -> dict
     from django.contrib.auth.hashers import make_password
     from rest_framework.authtoken.models import Token
 
-    from allocation.models import Trainer
+    from datetime import time
+
+    from allocation.models import AvailabilityWindow, Trainer
     from purchases.models import Course
 
     user_model = get_user_model()
@@ -68,7 +70,11 @@ def seed(*, students: int, trainers: int = 1, capacity: int = 1_000_000) -> dict
         batch_size=2000,
     )
     course = Course.objects.create(title="Benchmark course", sessions_count=3, session_minutes=60, price=Decimal(240))
-    Trainer.objects.bulk_create([Trainer(name=f"Trainer {i}", capacity=capacity) for i in range(trainers)])
+    created = Trainer.objects.bulk_create([Trainer(name=f"Trainer {i}", capacity=capacity) for i in range(trainers)])
+    # Available all week (UTC): sessions are placed in free slots, and a trainer without any takes no one.
+    AvailabilityWindow.objects.bulk_create(
+        [AvailabilityWindow(trainer=t, weekday=d, starts=time(0), ends=time(0)) for t in created for d in range(7)]
+    )
     return {"students": [[t.user.pk, t.key] for t in tokens], "course_id": course.pk}
 
 

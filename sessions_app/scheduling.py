@@ -9,7 +9,7 @@ occurrence.
 """
 
 import bisect
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -61,27 +61,45 @@ class Window:
 
 @dataclass
 class Calendar:
-    """One trainer's availability and busy intervals (scheduled sessions, sorted, never overlapping:
-    the exclusion constraint guarantees it)."""
+    """One trainer's availability and busy intervals (scheduled sessions; the exclusion constraint
+    keeps them from overlapping, and touching ones are merged into runs here)."""
 
     zone: ZoneInfo
     windows: Sequence[Window]
     busy: list[tuple[datetime, datetime]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._merge()
+
+    def _merge(self) -> None:
+        # Back-to-back sessions form one busy run: a search jumps over a fully booked day at once.
         self.busy.sort()
-        self._starts = [s for s, _ in self.busy]
+        runs: list[list[datetime]] = []
+        for start, end in self.busy:
+            if runs and start <= runs[-1][1]:
+                runs[-1][1] = max(runs[-1][1], end)
+            else:
+                runs.append([start, end])
+        self._runs = [(s, e) for s, e in runs]
+        self._starts = [s for s, _ in self._runs]
+
+    def busy_until(self, start: datetime, end: datetime) -> datetime | None:
+        """None if [start, end) is free, else the end of the busy run that reaches into it.
+
+        Runs don't overlap, so their ends are sorted too: the last one starting before `end` is the
+        only one that can reach into [start, end), and it ends latest.
+        """
+        i = bisect.bisect_left(self._starts, end)
+        if i == 0 or self._runs[i - 1][1] <= start:
+            return None
+        return self._runs[i - 1][1]
 
     def is_free(self, start: datetime, end: datetime) -> bool:
-        # Busy intervals don't overlap, so their ends are sorted too: only the last one starting
-        # before `end` can reach into [start, end).
-        i = bisect.bisect_left(self._starts, end)
-        return i == 0 or self.busy[i - 1][1] <= start
+        return self.busy_until(start, end) is None
 
     def occupy(self, start: datetime, end: datetime) -> None:
-        i = bisect.bisect_left(self._starts, start)
-        self.busy.insert(i, (start, end))
-        self._starts.insert(i, start)
+        self.busy.append((start, end))
+        self._merge()
 
 
 def local_to_utc(day: date, minute: int, tz: ZoneInfo) -> datetime | None:
@@ -94,39 +112,39 @@ def local_to_utc(day: date, minute: int, tz: ZoneInfo) -> datetime | None:
     return utc
 
 
-def _slot(day: date, window: Window, minute: int, minutes: int, tz: ZoneInfo) -> tuple[datetime, datetime] | None:
-    """A session of `minutes` starting at local `minute` of `day` inside `window`, in UTC, if it fits.
+class _Days:
+    """Per local day: UTC midnight if the day has one UTC offset throughout (the fast, common case:
+    a slot is then midnight plus minutes), else None (a DST day: each time is converted on its own)."""
 
-    It must fit both in wall-clock terms and in real time (a window that spans a DST change is an
-    hour shorter or longer than its wall-clock length).
-    """
-    if minute < window.start or minute + minutes > window.end:
-        return None
-    start = local_to_utc(day, minute, tz)
-    if start is None:
-        return None
-    end = start + timedelta(minutes=minutes)
-    # Wall-clock arithmetic on an aware datetime, then to UTC (an end skipped by DST counts as before it).
-    window_end = (datetime.combine(day, time(0), tzinfo=tz) + timedelta(minutes=window.end)).astimezone(UTC)
-    if end > window_end:
-        return None
-    return start, end
+    def __init__(self, tz: ZoneInfo) -> None:
+        self.tz = tz
+        self._cache: dict[date, datetime | None] = {}
 
+    def midnight(self, day: date) -> datetime | None:
+        if day not in self._cache:
+            start = datetime.combine(day, time(0), tzinfo=self.tz)
+            end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=self.tz)
+            same = start.utcoffset() == end.utcoffset() == (start + timedelta(hours=12)).utcoffset()
+            self._cache[day] = start.astimezone(UTC) if same else None
+        return self._cache[day]
 
-def _candidates(
-    cal: Calendar, *, minutes: int, earliest: datetime, until: datetime, step: int
-) -> Iterator[tuple[date, Window, int]]:
-    """Local (day, window, minute) starts in time order from `earliest` up to `until` (UTC)."""
-    day = earliest.astimezone(cal.zone).date() - timedelta(days=1)
-    last = until.astimezone(cal.zone).date() + timedelta(days=1)
-    by_day: dict[int, list[Window]] = {}
-    for w in sorted(cal.windows, key=lambda w: (w.weekday, w.start)):
-        by_day.setdefault(w.weekday, []).append(w)
-    while day <= last:
-        for window in by_day.get(day.weekday(), ()):
-            for minute in range(window.start, window.end - minutes + 1, step):
-                yield day, window, minute
-        day += timedelta(days=1)
+    def slot(self, day: date, window: Window, minute: int, minutes: int) -> tuple[datetime, datetime] | None:
+        """A session of `minutes` at local `minute` of `day` inside `window`, in UTC, if it fits both
+        in wall-clock terms and in real time (a window spanning a DST change is an hour shorter or
+        longer than its wall-clock length); None if it doesn't or the local time doesn't exist."""
+        if minute < window.start or minute + minutes > window.end:
+            return None
+        midnight = self.midnight(day)
+        if midnight is not None:
+            start = midnight + timedelta(minutes=minute)
+            return start, start + timedelta(minutes=minutes)
+        start_or_none = local_to_utc(day, minute, self.tz)
+        if start_or_none is None:
+            return None
+        end = start_or_none + timedelta(minutes=minutes)
+        # Wall-clock arithmetic on an aware datetime, then to UTC (an end skipped by DST counts as before it).
+        window_end = (datetime.combine(day, time(0), tzinfo=self.tz) + timedelta(minutes=window.end)).astimezone(UTC)
+        return None if end > window_end else (start_or_none, end)
 
 
 def first_free_series(
@@ -141,17 +159,66 @@ def first_free_series(
 ) -> list[tuple[datetime, datetime]] | None:
     """The earliest series of `count` sessions, `weeks_apart` weeks apart at the same local weekday
     and time, each inside the availability and free, the first at or after `earliest` and no later
-    than `until`. None if there is none."""
-    for day, window, minute in _candidates(cal, minutes=minutes, earliest=earliest, until=until, step=step):
-        series = []
-        for k in range(count):
-            slot = _slot(day + timedelta(weeks=k * weeks_apart), window, minute, minutes, cal.zone)
-            if slot is None or slot[0] < earliest or (k == 0 and slot[0] > until) or not cal.is_free(*slot):
-                break
-            series.append(slot)
-        else:
-            return series
+    than `until`. None if there is none.
+
+    Starts are on a grid of `step` minutes from each window's start. A start that runs into busy
+    time jumps past it along the grid (on days with one UTC offset; on a DST day it steps), so a
+    trainer booked for weeks costs about one look per busy interval, not one per grid point.
+    """
+    days = _Days(cal.zone)
+    by_day: dict[int, list[Window]] = {}
+    for w in sorted(cal.windows):
+        by_day.setdefault(w.weekday, []).append(w)
+    day = earliest.astimezone(cal.zone).date() - timedelta(days=1)
+    last = until.astimezone(cal.zone).date() + timedelta(days=1)
+    while day <= last:
+        for window in by_day.get(day.weekday(), ()):
+            minute = window.start
+            while minute + minutes <= window.end:
+                series, blocked = _series_at(days, cal, day, window, minute, minutes, count, weeks_apart, earliest)
+                if series is not None:
+                    return series if series[0][0] <= until else None
+                minute += _skip(days, blocked, minute, step)
+        day += timedelta(days=1)
     return None
+
+
+def _series_at(
+    days: _Days,
+    cal: Calendar,
+    day: date,
+    window: Window,
+    minute: int,
+    minutes: int,
+    count: int,
+    weeks_apart: int,
+    earliest: datetime,
+) -> tuple[list[tuple[datetime, datetime]] | None, tuple[date, datetime, datetime] | None]:
+    """The series starting at local `minute` of `day`, or `(None, (day, slot start, free from))`
+    saying where it was blocked (free from = None when it can't be told)."""
+    series = []
+    for k in range(count):
+        on = day + timedelta(weeks=k * weeks_apart)
+        slot = days.slot(on, window, minute, minutes)
+        if slot is None:
+            return None, None
+        if slot[0] < earliest:
+            return None, (on, slot[0], earliest)
+        busy_end = cal.busy_until(*slot)
+        if busy_end is not None:
+            return None, (on, slot[0], busy_end)
+        series.append(slot)
+    return series, None
+
+
+def _skip(days: _Days, blocked: tuple[date, datetime, datetime] | None, minute: int, step: int) -> int:
+    """How many minutes to move the start along the grid: past the blocking interval when the blocked
+    day has one UTC offset (wall minutes = real minutes), else one step."""
+    if blocked is None or days.midnight(blocked[0]) is None:
+        return step
+    _, start, free_from = blocked
+    gap = int((free_from - start).total_seconds() // 60)
+    return max(step, -(-gap // step) * step)
 
 
 def has_any_window(cal: Calendar, minutes: int) -> bool:

@@ -114,6 +114,28 @@ def available_trainer(
     return trainer
 
 
+def availability_form(trainer: Trainer, windows: list[tuple[int, str, str]] | None = None) -> dict[str, Any]:
+    """The admin's availability inline as a browser posts it: the trainer's windows, or `windows`."""
+    current = list(trainer.availability.order_by("id"))
+    rows = [(w.weekday, f"{w.starts:%H:%M}", f"{w.ends:%H:%M}") for w in current] if windows is None else windows
+    data: dict[str, Any] = {
+        "availability-TOTAL_FORMS": str(max(len(rows), len(current))),
+        "availability-INITIAL_FORMS": str(len(current)),
+        "availability-MIN_NUM_FORMS": "0",
+        "availability-MAX_NUM_FORMS": "1000",
+    }
+    for i, existing in enumerate(current):
+        data[f"availability-{i}-id"] = str(existing.pk)
+        data[f"availability-{i}-trainer"] = str(trainer.pk)
+        if i >= len(rows):
+            data[f"availability-{i}-DELETE"] = "on"
+    for i, (weekday, starts, ends) in enumerate(rows):
+        data.update({f"availability-{i}-weekday": str(weekday), f"availability-{i}-starts": starts})
+        data[f"availability-{i}-ends"] = ends
+        data.setdefault(f"availability-{i}-trainer", str(trainer.pk))
+    return data
+
+
 @pytest.fixture
 def trainer(db: None) -> Trainer:
     return available_trainer("Ada", 5)

@@ -21,7 +21,7 @@ from outbox.models import Delivery, OutboxEvent
 from outbox.relay import Relay
 from purchases.errors import UnknownStudent
 from purchases.models import Course, Purchase
-from tests.conftest import available_trainer, buy
+from tests.conftest import availability_form, available_trainer, buy
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
 ADD_URL = "/admin/purchases/purchase/add/"
@@ -193,7 +193,8 @@ def test_trainer_capacity_is_editable_but_active_count_is_not(
         return real_clean(form)
 
     monkeypatch.setattr(TrainerForm, "clean", clean_with_concurrent_allocation)
-    assert ops.post(url, {"name": "Ada L.", "capacity": 4, "_save": "Save"}).status_code == 302
+    form = {"name": "Ada L.", "capacity": 4, "timezone": "UTC", **availability_form(trainer), "_save": "Save"}
+    assert ops.post(url, form).status_code == 302
     trainer.refresh_from_db()
     assert (trainer.name, trainer.capacity, trainer.active_count) == ("Ada L.", 4, 2)
     monkeypatch.setattr(TrainerForm, "clean", real_clean)

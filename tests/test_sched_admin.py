@@ -1,0 +1,73 @@
+"""Availability and reschedules in the real admin (logged-in superuser, real forms and actions),
+through the services; and the demo seed's trainers in two time zones, idempotent."""
+
+from datetime import time
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+from django.urls import reverse
+
+from allocation.models import AvailabilityWindow, Trainer
+from outbox.models import OutboxEvent
+from purchases import demo
+from purchases.models import Course
+from sessions_app.models import TrainingSession
+from tests.conftest import availability_form, available_trainer
+from tests.test_admin import ops  # noqa: F401  (fixture)
+from tests.test_sched_api import scheduled
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def windows(trainer: Trainer) -> list[tuple[int, time, time]]:
+    return list(trainer.availability.order_by("weekday", "starts").values_list("weekday", "starts", "ends"))
+
+
+def test_the_operator_edits_zone_and_availability(ops: Client) -> None:  # noqa: F811
+    trainer = available_trainer("Ada", 2, windows=[(0, time(9), time(12))])
+    url = reverse("admin:allocation_trainer_change", args=[trainer.pk])
+    page = ops.get(url).text
+    assert "Weekly availability" in page and 'name="timezone"' in page
+
+    new = [(0, "08:00", "10:00"), (0, "14:00", "18:00"), (5, "20:00", "00:00")]
+    form = {"name": "Ada", "capacity": 2, "timezone": "America/New_York", **availability_form(trainer, new)}
+    assert ops.post(url, {**form, "_save": "Save"}).status_code == 302
+    trainer.refresh_from_db()
+    assert trainer.timezone == "America/New_York"
+    assert windows(trainer) == [(0, time(8), time(10)), (0, time(14), time(18)), (5, time(20), time(0))]
+
+    overlapping = [(2, "08:00", "12:00"), (2, "11:00", "13:00")]
+    refused = ops.post(url, {**form, **availability_form(trainer, overlapping), "_save": "Save"})
+    assert refused.status_code == 200 and "overlap" in refused.text
+    unknown = ops.post(url, {**form, "timezone": "Mars/Olympus", "_save": "Save"})
+    assert unknown.status_code == 200 and "IANA" in unknown.text
+    trainer.refresh_from_db()
+    assert trainer.timezone == "America/New_York" and len(windows(trainer)) == 3  # nothing changed
+
+
+def test_the_operator_moves_a_session_with_the_admin_action(ops: Client, student: Any, course: Course) -> None:  # noqa: F811
+    available_trainer("Ada", 2)
+    session = scheduled(student, course, "pay_1").sessions.order_by("number").first()
+    assert session is not None
+    response = ops.post(
+        reverse("admin:sessions_app_trainingsession_changelist"),
+        {"action": "reschedule", "_selected_action": [session.pk]},
+        follow=True,
+    )
+    assert "moved to" in response.text
+    moved = TrainingSession.objects.get(pk=session.pk)
+    assert moved.starts_at > session.starts_at
+    assert OutboxEvent.objects.get(type="session.rescheduled").actor == "admin:ops"
+
+
+def test_seed_demo_gives_trainers_availability_in_two_zones_once(db: None) -> None:
+    call_command("seed_demo")
+    trainers = {t.name: t for t in Trainer.objects.all()}
+    assert {t.timezone for t in trainers.values()} == {"Europe/Berlin", "America/New_York"}
+    assert all(t.availability.exists() for t in trainers.values())
+    before = list(AvailabilityWindow.objects.order_by("id").values_list("id", flat=True))
+    assert demo.seed_demo()["trainers"][1]["timezone"] == "America/New_York"
+    call_command("seed_demo")
+    assert list(AvailabilityWindow.objects.order_by("id").values_list("id", flat=True)) == before  # nothing added
