@@ -44,7 +44,7 @@ def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
                 return None
         if trainer is None:
             return None
-        allocation = Allocation.objects.create(purchase=purchase, trainer=trainer)
+        allocation = _allocation_upsert(purchase, trainer)
         purchase.status = Purchase.Status.ACTIVE
         purchase.save(update_fields=["status", "updated_at"])
         outbox.emit(
@@ -61,6 +61,20 @@ def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
             cause=cause,
         )
         return allocation
+
+
+def _allocation_upsert(purchase: Purchase, trainer: Trainer) -> Allocation:
+    """The purchase's allocation to `trainer`, in one statement: a purchase put back on the waitlist
+    (its last free slots went to a concurrent purchase) has a released allocation row to reuse."""
+    rows = Allocation.objects.raw(
+        f"INSERT INTO {Allocation._meta.db_table} (purchase_id, trainer_id, allocated_at, released_at) "
+        "VALUES (%s, %s, now(), NULL) ON CONFLICT (purchase_id) DO UPDATE "
+        "SET trainer_id = excluded.trainer_id, allocated_at = excluded.allocated_at, released_at = NULL "
+        "RETURNING *",
+        [purchase.pk, trainer.pk],
+    )
+    (allocation,) = rows
+    return allocation
 
 
 NO_CAPACITY = "no_capacity"

@@ -48,13 +48,12 @@ def main() -> int:
 
 
 def seed(*, students: int, trainers: int = 1, capacity: int = 1_000_000) -> dict[str, Any]:
+    from datetime import time
     from decimal import Decimal
 
     from django.contrib.auth import get_user_model
     from django.contrib.auth.hashers import make_password
     from rest_framework.authtoken.models import Token
-
-    from datetime import time
 
     from allocation.models import AvailabilityWindow, Trainer
     from purchases.models import Course

@@ -89,7 +89,12 @@ def test_allocation_and_session_tables_are_guarded(student: Any, course: Course)
         Allocation.objects.create(purchase=purchase, trainer=trainer)
     with pytest.raises(IntegrityError, match="outbox guard"):
         TrainingSession.objects.create(
-            purchase=purchase, trainer=trainer, number=1, starts_at="2030-01-01T10:00Z", duration_minutes=60
+            purchase=purchase,
+            trainer=trainer,
+            number=1,
+            starts_at="2030-01-01T10:00Z",
+            ends_at="2030-01-01T11:00Z",
+            duration_minutes=60,
         )
     assert not Allocation.objects.exists() and not TrainingSession.objects.exists()
 

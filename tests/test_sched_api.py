@@ -157,3 +157,29 @@ def test_the_student_sets_a_time_zone(client: Client, student: Any) -> None:
     same = client.patch("/api/v1/me/profile", data={}, content_type="application/json", headers=auth(student))
     assert same.status_code == 200
     assert OutboxEvent.objects.filter(type="student.resync_requested").count() == 2  # no change, no event
+
+
+def test_slots_gone_between_allocation_and_scheduling_send_the_purchase_back_to_the_waitlist(
+    make_student: Any, settings: Any
+) -> None:
+    settings.SCHEDULING_HORIZON_WEEKS = 2  # two Mondays
+    single = one_session_course()
+    tight = available_trainer("Tight", 5, windows=MONDAY_10)
+    late = buy(make_student(), single, "pay_late")
+    trainer_allocate(purchase_id=late.pk, cause=Cause(actor="test", correlation_id="pay_late"))
+    scheduled(make_student(), single, "pay_x")  # both Mondays go before `late` is scheduled
+    scheduled(make_student(), single, "pay_y")
+
+    assert sessions_generate(purchase_id=late.pk, cause=Cause(actor="test", correlation_id="pay_late")) == []
+    late.refresh_from_db()
+    tight.refresh_from_db()
+    assert late.status == "waitlisted" and late.allocation.released_at is not None
+    assert tight.active_count == 2  # its place was given back
+    reasons = OutboxEvent.objects.filter(type="allocation.waitlisted").values_list("payload__reason", flat=True)
+    assert list(reasons) == ["no_free_slot"]
+
+    purchase_refund(payment_id="pay_x", actor="test")  # frees a Monday: `late` is promoted into it
+    Relay().drain()
+    late.refresh_from_db()
+    assert late.status == "active" and late.allocation.released_at is None
+    assert late.sessions.filter(status="scheduled").count() == 1
