@@ -136,6 +136,18 @@ def availability_form(trainer: Trainer, windows: list[tuple[int, str, str]] | No
     return data
 
 
+def overlapping_sessions() -> int:
+    """Pairs of scheduled sessions of one trainer that overlap (the exclusion constraint makes it 0)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM sessions_app_trainingsession a JOIN sessions_app_trainingsession b "
+            "ON a.trainer_id = b.trainer_id AND a.id < b.id "
+            "AND tstzrange(a.starts_at, a.ends_at) && tstzrange(b.starts_at, b.ends_at) "
+            "WHERE a.status = 'scheduled' AND b.status = 'scheduled'"
+        )
+        return int(cursor.fetchone()[0])
+
+
 @pytest.fixture
 def trainer(db: None) -> Trainer:
     return available_trainer("Ada", 5)

@@ -18,22 +18,10 @@ from purchases.models import Course, Purchase
 from sessions_app.models import TrainingSession
 from sessions_app.services import session_reschedule, sessions_generate
 from tests.conftest import available_trainer, buy
+from tests.conftest import overlapping_sessions as overlaps
 
 pytestmark = pytest.mark.django_db(transaction=True)
 T = TypeVar("T")
-
-OVERLAPS = """
-SELECT count(*) FROM sessions_app_trainingsession a JOIN sessions_app_trainingsession b
-  ON a.trainer_id = b.trainer_id AND a.id < b.id
- AND tstzrange(a.starts_at, a.ends_at) && tstzrange(b.starts_at, b.ends_at)
-WHERE a.status = 'scheduled' AND b.status = 'scheduled'
-"""
-
-
-def overlaps() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(OVERLAPS)
-        return int(cursor.fetchone()[0])
 
 
 def all_at_once(func: Callable[[Any], T], items: list[Any], workers: int = 16) -> list[T]:

@@ -16,7 +16,7 @@ from django.db.models import Count, Exists, OuterRef, Q
 from allocation.models import Allocation, Trainer
 from outbox.models import Delivery, InboxEntry, OutboxEvent, StudentStream
 from purchases.models import Purchase
-from tests.conftest import post_webhook, wait_until, webhook_body
+from tests.conftest import overlapping_sessions, post_webhook, wait_until, webhook_body
 from tests.listeners import GroupListener
 
 # Short leases and backoff so a killed process's work comes round again within a test's budget.
@@ -148,6 +148,8 @@ def check_invariants(
         else:
             assert purchase.status == "waitlisted", f"purchase {purchase.pk} stuck in {purchase.status}"
             assert allocations[purchase.pk] == 0 and sessions[purchase.pk] == 0
+    # No trainer has two scheduled sessions that overlap (the exclusion constraint, under faults).
+    assert overlapping_sessions() == 0, "a trainer is double-booked"
     # No trainer over capacity, and the counter matches the allocations.
     for trainer in Trainer.objects.annotate(n=Count("allocations", filter=Q(allocations__released_at=None))):
         assert trainer.n == trainer.active_count <= trainer.capacity, f"trainer {trainer.pk}: {trainer.n}"
