@@ -1,20 +1,23 @@
 """Availability and reschedules in the real admin (logged-in superuser, real forms and actions),
-through the services; and the demo seed's trainers in two time zones, idempotent."""
+through the services; the demo seed's trainers in two time zones, idempotent; and the operator's
+command that resolves double bookings left by the old scheduling."""
 
 from datetime import time
 from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.db import connection, transaction
 from django.test import Client
 from django.urls import reverse
 
 from allocation.models import AvailabilityWindow, Trainer
 from outbox.models import OutboxEvent
+from outbox.services import Cause, emit
 from purchases import demo
-from purchases.models import Course
+from purchases.models import Course, Purchase
 from sessions_app.models import TrainingSession
-from tests.conftest import availability_form, available_trainer
+from tests.conftest import availability_form, available_trainer, buy, overlapping_sessions
 from tests.test_admin import ops  # noqa: F401  (fixture)
 from tests.test_sched_api import scheduled
 
@@ -71,3 +74,47 @@ def test_seed_demo_gives_trainers_availability_in_two_zones_once(db: None) -> No
     assert demo.seed_demo()["trainers"][1]["timezone"] == "America/New_York"
     call_command("seed_demo")
     assert list(AvailabilityWindow.objects.order_by("id").values_list("id", flat=True)) == before  # nothing added
+
+
+def test_resolve_overlaps_moves_double_booked_sessions_before_the_constraint(student: Any, course: Course) -> None:
+    """As on a database the old placeholder scheduling double-booked, before migration 0004."""
+    trainer = available_trainer("Ada", 5)
+    first = scheduled(student, course, "pay_1").sessions.order_by("number").first()
+    assert first is not None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'session_trainer_no_overlap'"
+        )
+        (definition,) = cursor.fetchone() or ("",)
+        cursor.execute("ALTER TABLE sessions_app_trainingsession DROP CONSTRAINT session_trainer_no_overlap")
+    try:
+        other = buy(student, course, "pay_2")
+        with transaction.atomic(), connection.cursor() as cursor:  # the old code's double booking, with its event
+            cursor.execute(
+                "INSERT INTO sessions_app_trainingsession (purchase_id, trainer_id, number, starts_at, ends_at, "
+                "duration_minutes, status) VALUES (%s, %s, 1, %s, %s, 60, 'scheduled') RETURNING id",
+                [other.pk, trainer.pk, first.starts_at, first.ends_at],
+            )
+            (double,) = cursor.fetchone() or (0,)
+            Purchase.objects.filter(pk=other.pk).update(status="active")
+            emit(
+                type="sessions.generated",
+                student_id=student.pk,
+                aggregate_type="purchase",
+                aggregate_id=other.pk,
+                payload={},
+                cause=Cause(actor="test", correlation_id="pay_2"),
+            )
+        assert overlapping_sessions() == 1
+
+        call_command("resolve_overlaps")
+
+        assert overlapping_sessions() == 0
+        assert TrainingSession.objects.get(pk=double).starts_at > first.starts_at  # the later one moved
+        assert TrainingSession.objects.get(pk=first.pk).starts_at == first.starts_at
+        assert OutboxEvent.objects.get(type="session.rescheduled").actor == "command:resolve_overlaps"
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"ALTER TABLE sessions_app_trainingsession ADD CONSTRAINT session_trainer_no_overlap {definition}"
+            )

@@ -1,22 +1,16 @@
-"""Sessions get `ends_at`, and PostgreSQL refuses two scheduled sessions of one trainer that overlap.
+"""PostgreSQL refuses two scheduled sessions of one trainer that overlap.
 
-Existing sessions get `ends_at = starts_at + duration_minutes` with the event guard off for that one
-UPDATE (it changes no state a student sees, so it needs no event). A database that already holds
-overlapping scheduled sessions (the old placeholder scheduling double-booked trainers) stops here
-and lists them: move or cancel them with the release before this one, then migrate again.
+A database that already holds overlapping scheduled sessions (the old placeholder scheduling
+double-booked trainers) stops here and lists them. Migrate to `sessions_app 0003`, give the trainers
+their availability (admin), run `manage.py resolve_overlaps` (it moves each double-booked session to
+its trainer's next free slot, through the reschedule service, so the students' apps update), then
+migrate again.
 """
 
 from typing import Any
 
 import django.contrib.postgres.constraints
 from django.db import migrations, models
-
-BACKFILL = """
-ALTER TABLE sessions_app_trainingsession DISABLE TRIGGER sessions_app_trainingsession_requires_event;
-UPDATE sessions_app_trainingsession SET ends_at = starts_at + duration_minutes * interval '1 minute'
-WHERE ends_at IS NULL;
-ALTER TABLE sessions_app_trainingsession ENABLE TRIGGER sessions_app_trainingsession_requires_event;
-"""
 
 OVERLAPS = """
 SELECT a.trainer_id, a.id, b.id, a.starts_at FROM sessions_app_trainingsession a
@@ -34,21 +28,16 @@ def refuse_overlaps(apps: Any, schema_editor: Any) -> None:
     if rows:
         listed = "; ".join(f"trainer {t}: sessions {a} and {b} at {at.isoformat()}" for t, a, b, at in rows)
         raise RuntimeError(
-            "scheduled sessions overlap, so the no-overlap constraint can't be added. Cancel or move "
-            f"these first (up to 20 shown): {listed}"
+            "scheduled sessions overlap, so the no-overlap constraint can't be added. Migrate to "
+            "sessions_app 0003, give the trainers availability, run `manage.py resolve_overlaps`, then "
+            f"migrate again. Overlapping (up to 20 shown): {listed}"
         )
 
 
 class Migration(migrations.Migration):
-    dependencies = [
-        ("allocation", "0003_sched_availability"),
-        ("sessions_app", "0002_event_guard"),
-    ]
+    dependencies = [("sessions_app", "0003_sched_session_ends_at")]
 
     operations = [
-        migrations.AddField(model_name="trainingsession", name="ends_at", field=models.DateTimeField(null=True)),
-        migrations.RunSQL(BACKFILL, migrations.RunSQL.noop),
-        migrations.AlterField(model_name="trainingsession", name="ends_at", field=models.DateTimeField()),
         migrations.RunPython(refuse_overlaps, migrations.RunPython.noop),
         migrations.AddConstraint(
             model_name="trainingsession",
