@@ -1,24 +1,34 @@
 """Reads for scheduling: a trainer's calendar (time zone, weekly windows, busy intervals)."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.db import connection
 
 from sessions_app.scheduling import Calendar, Window, zone
 
-# One statement: the trainer's zone, windows and the scheduled sessions overlapping [from, until).
-# The busy lookup has the exclusion constraint's expressions and predicate, so it uses its GiST index.
+# One statement: the trainer's zone, windows, and busy time overlapping [from, until). The busy
+# lookup has the exclusion constraint's expressions and predicate, so it uses its GiST index; its
+# sessions are merged into runs (`range_agg`) and sent as epoch seconds, so a trainer booked solid for
+# weeks is a few numbers, not hundreds of timestamps to parse.
 _CALENDAR_SQL = """
-SELECT t.timezone,
-       ARRAY(SELECT a.weekday FROM allocation_availabilitywindow a WHERE a.trainer_id = t.id ORDER BY a.id),
-       ARRAY(SELECT a.starts FROM allocation_availabilitywindow a WHERE a.trainer_id = t.id ORDER BY a.id),
-       ARRAY(SELECT a.ends FROM allocation_availabilitywindow a WHERE a.trainer_id = t.id ORDER BY a.id),
-       ARRAY(SELECT ARRAY[s.starts_at, s.ends_at] FROM sessions_app_trainingsession s
-             WHERE int8range(s.trainer_id, s.trainer_id, '[]') && int8range(t.id, t.id, '[]')
-               AND tstzrange(s.starts_at, s.ends_at) && tstzrange(%(from)s, %(until)s)
-               AND s.status = 'scheduled' AND s.id <> %(exclude)s
-             ORDER BY s.starts_at)
-FROM allocation_trainer t WHERE t.id = %(trainer)s
+SELECT t.timezone, w.days, w.starts, w.ends, b.lo, b.hi
+FROM allocation_trainer t
+CROSS JOIN LATERAL (
+    SELECT array_agg(a.weekday ORDER BY a.id) AS days, array_agg(a.starts ORDER BY a.id) AS starts,
+           array_agg(a.ends ORDER BY a.id) AS ends
+    FROM allocation_availabilitywindow a WHERE a.trainer_id = t.id
+) w
+CROSS JOIN LATERAL (
+    SELECT array_agg(extract(epoch FROM lower(r))::float8 ORDER BY lower(r)) AS lo,
+           array_agg(extract(epoch FROM upper(r))::float8 ORDER BY lower(r)) AS hi
+    FROM unnest((
+        SELECT range_agg(tstzrange(s.starts_at, s.ends_at)) FROM sessions_app_trainingsession s
+        WHERE int8range(s.trainer_id, s.trainer_id, '[]') && int8range(t.id, t.id, '[]')
+          AND tstzrange(s.starts_at, s.ends_at) && tstzrange(%(from)s, %(until)s)
+          AND s.status = 'scheduled' AND s.id <> %(exclude)s
+    )) AS r
+) b
+WHERE t.id = %(trainer)s
 """
 
 
@@ -36,6 +46,12 @@ def trainer_calendar(*, trainer_id: int, start: datetime, until: datetime, exclu
         row = cursor.fetchone()
     if row is None:
         raise LookupError(f"no trainer with id {trainer_id}")
-    tz_name, weekdays, starts, ends, busy = row
-    windows = [Window.from_times(d, s, e) for d, s, e in zip(weekdays, starts, ends, strict=True)]
-    return Calendar(zone=zone(tz_name), windows=windows, busy=[(s, e) for s, e in busy])
+    tz_name, weekdays, starts, ends, lows, highs = row
+    windows = [Window.from_times(d, s, e) for d, s, e in zip(weekdays or [], starts or [], ends or [], strict=True)]
+    busy = [(_instant(lo), _instant(hi)) for lo, hi in zip(lows or [], highs or [], strict=True)]
+    return Calendar(zone=zone(tz_name), windows=windows, busy=busy)
+
+
+def _instant(epoch: float) -> datetime:
+    # Session times are whole minutes: rounding to the microsecond undoes float noise.
+    return datetime.fromtimestamp(round(epoch, 6), UTC)
