@@ -125,9 +125,12 @@ class _LocalSockets:
         if self.loop is not loop or self.client is None:
             # A client (and its pool) belongs to one event loop; tests run several loops in one process.
             self.loop, self.task, self.wake = loop, None, asyncio.Event()
-            self.client = aioredis.Redis.from_url(
-                settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=3, max_connections=20
+            # A pool that waits for a free connection: hundreds of sockets closing at once each
+            # unregister, and a "Too many connections" error would leave their entries until the TTL.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=3, max_connections=20, timeout=20
             )
+            self.client = aioredis.Redis(connection_pool=pool)
         return self.client
 
     def ensure_beating(self) -> None:
@@ -160,15 +163,26 @@ class _LocalSockets:
         now = time.time()
         ttl = _ttl()
         pipe = self.redis().pipeline(transaction=False)
+        written: dict[str, int] = {}
         for socket_id in ids:
             tracked = self.sockets.get(socket_id)
             if tracked is None or tracked.student_id is None:
                 continue
+            written[socket_id] = tracked.student_id
             pipe.zadd(student_key(tracked.student_id), {socket_id: now + ttl})
             pipe.expire(student_key(tracked.student_id), int(ttl) + 1)
             pipe.hset(socket_key(socket_id), mapping=_fields(socket_id, tracked, now))
             pipe.expire(socket_key(socket_id), int(ttl) + 1)
         await pipe.execute()
+        # A socket unregistered while this write was on its way may have been written back after its
+        # removal: remove it again, rather than leave it holding a slot until the TTL.
+        gone = {i: sid for i, sid in written.items() if i not in self.sockets}
+        if gone:
+            pipe = self.redis().pipeline(transaction=False)
+            for socket_id, student_id in gone.items():
+                pipe.zrem(student_key(student_id), socket_id)
+                pipe.delete(socket_key(socket_id))
+            await pipe.execute()
 
 
 _local = _LocalSockets()
