@@ -4,7 +4,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import redis
 from django.conf import settings
@@ -87,4 +86,3 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [commands.PY, "manage.py", *args], cwd=ROOT, env=process_env(**env), capture_output=True, text=True, timeout=60
     )
-
