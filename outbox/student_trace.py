@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import redis
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
@@ -173,8 +172,8 @@ def _verdict(t: StudentTrace) -> Verdict:
             "socket_stalled",
             False,
             f"socket on {s.entry.process} is {s.behind} events behind and has not read for {silent}: "
-            f"it will be dropped after {duration_s(float(settings.REALTIME_SEND_TIMEOUT_SECONDS))} blocked and "
-            f"resume with after={s.entry.last_sent}",
+            f"it will be dropped after {duration_s(s.entry.send_timeout)} blocked and resume with "
+            f"after={s.entry.last_sent}",
         )
     behind = [s for s in t.sockets if s.behind]
     if behind:

@@ -42,6 +42,7 @@ def student_trace_json(t: StudentTrace) -> dict[str, Any]:
                 "behind": s.behind,
                 "last_pong": s.entry.last_pong or None,
                 "send_blocked_since": s.entry.send_blocked_since or None,
+                "send_timeout": s.entry.send_timeout,
                 "beat_at": s.entry.beat_at,
             }
             for s in t.sockets

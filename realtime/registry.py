@@ -63,6 +63,7 @@ class SocketEntry:
     last_sent: int  # seq of the last event sent to the client
     last_pong: float
     send_blocked_since: float  # when the pending send started, if it has waited past BLOCKED_AFTER
+    send_timeout: float  # its process drops it after a send blocked this long (REALTIME_SEND_TIMEOUT_SECONDS)
     beat_at: float  # when its process last wrote this entry
 
 
@@ -104,6 +105,7 @@ def _fields(socket_id: str, tracked: Tracked, now: float) -> dict[Any, str]:
         last_sent=tracked.cursor,
         last_pong=tracked.last_pong,
         send_blocked_since=blocked,
+        send_timeout=float(settings.REALTIME_SEND_TIMEOUT_SECONDS),
         beat_at=now,
     )
     return {f.name: str(getattr(entry, f.name)) for f in fields(SocketEntry)}
@@ -272,6 +274,7 @@ def _entry(raw: dict[bytes, bytes]) -> SocketEntry | None:
             last_sent=int(values["last_sent"]),
             last_pong=float(values["last_pong"]),
             send_blocked_since=float(values["send_blocked_since"]),
+            send_timeout=float(values["send_timeout"]),
             beat_at=float(values["beat_at"]),
         )
     except (KeyError, ValueError):  # an entry written by another version: skip rather than fail the trace
