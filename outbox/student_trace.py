@@ -24,7 +24,7 @@ from django.utils import timezone
 from outbox import readcache
 from outbox.models import Delivery
 from outbox.services import REALTIME_SINK
-from outbox.trace import STUCK, State, duration, explain_open
+from outbox.trace import STUCK, DeliveryStep, delivery_steps, duration
 from realtime import registry
 from realtime.registry import SocketEntry
 from realtime.selectors import stream_position
@@ -36,17 +36,9 @@ MAX_OPEN = 50  # open deliveries listed; the verdict needs only the first of eac
 
 @dataclass(frozen=True)
 class OpenDelivery:
-    id: int
-    sink: str
     seq: int
     event_type: str
-    status: str
-    attempts: int
-    last_error: str
-    created_at: datetime
-    next_attempt: datetime  # the next try while pending, the lease's end while in flight
-    state: State
-    note: str
+    step: DeliveryStep  # status, attempts, last_error, available_at (next attempt or lease end), note
 
 
 @dataclass(frozen=True)
@@ -91,22 +83,8 @@ def student_trace(*, student_id: int) -> StudentTrace | None:
         .select_related("event")
         .order_by("seq", "sink")[:MAX_OPEN]
     )
-    for d, (state, note) in zip(rows, explain_open(rows, now=now), strict=True):
-        trace.open_deliveries.append(
-            OpenDelivery(
-                id=d.pk,
-                sink=d.sink,
-                seq=d.seq,
-                event_type=d.event.type,
-                status=d.status,
-                attempts=d.attempts,
-                last_error=d.last_error,
-                created_at=d.created_at,
-                next_attempt=d.available_at,
-                state=state,
-                note=note,
-            )
-        )
+    steps = delivery_steps(rows, now=now)
+    trace.open_deliveries = [OpenDelivery(d.seq, d.event.type, step) for d, step in zip(rows, steps, strict=True)]
     try:
         trace.cache_floor, trace.cache_seq = readcache.peek(student_id=student_id, view=DASHBOARD_VIEW)
     except redis.RedisError as exc:
@@ -130,30 +108,33 @@ def student_trace(*, student_id: int) -> StudentTrace | None:
 
 
 def _verdict(t: StudentTrace) -> Verdict:
-    realtime = [d for d in t.open_deliveries if d.sink == REALTIME_SINK]
-    handlers = [d for d in t.open_deliveries if d.sink != REALTIME_SINK]
+    realtime = [d for d in t.open_deliveries if d.step.sink == REALTIME_SINK]
+    handlers = [d for d in t.open_deliveries if d.step.sink != REALTIME_SINK]
     retry = f"`manage.py outbox retry --student {t.student_id}`"
     if realtime:
         head = realtime[0]
         span = f"#{head.seq}" + (f"..#{t.last_seq}" if t.last_seq > head.seq else "")
-        if head.status == Delivery.Status.DEAD or head.last_error:
+        step = head.step
+        if step.status == Delivery.Status.DEAD or step.last_error:
             return Verdict(
                 "push_failing",
                 False,
-                f"{span} not pushed: realtime delivery failing since {clock(head.created_at, t.at)} "
-                f"({short(head.last_error)}); {head.note}. Run {retry} after the fix.",
+                f"{span} not pushed: realtime delivery failing since {clock(step.created_at, t.at)} "
+                f"({short(step.last_error)}); {step.note}. Run {retry} after the fix.",
             )
-        if head.state == STUCK:
-            return Verdict("not_delivered", False, f"{span} committed but not pushed: {head.note}")
-        return Verdict("delivering", False, f"{span} being delivered: {head.note}")
-    failed = [d for d in handlers if d.status == Delivery.Status.DEAD or d.last_error or d.state == STUCK]
+        if step.state == STUCK:
+            return Verdict("not_delivered", False, f"{span} committed but not pushed: {step.note}")
+        return Verdict("delivering", False, f"{span} being delivered: {step.note}")
+    failed = [
+        d for d in handlers if d.step.status == Delivery.Status.DEAD or d.step.last_error or d.step.state == STUCK
+    ]
     if failed:
         d = failed[0]
         return Verdict(
             "handler_stuck",
             False,
             f"the app has the stream up to #{t.last_seq}, but the follow-up of #{d.seq} {d.event_type} did not run "
-            f"(what it would emit never comes): {d.note}",
+            f"(what it would emit never comes): {d.step.note}",
         )
     if t.cache_seq is not None and (t.cache_floor or 0) <= t.cache_seq < t.delivered_seq:
         return Verdict(
@@ -186,7 +167,7 @@ def _verdict(t: StudentTrace) -> Verdict:
         )
     if handlers:
         d = handlers[0]
-        return Verdict("handlers_running", False, f"follow-up of #{d.seq} {d.event_type} in progress: {d.note}")
+        return Verdict("handlers_running", False, f"follow-up of #{d.seq} {d.event_type} in progress: {d.step.note}")
     if not t.sockets:
         return Verdict(
             "no_socket",

@@ -17,16 +17,16 @@ def student_trace_json(t: StudentTrace) -> dict[str, Any]:
             "delivered_seq": t.delivered_seq,
             "open_deliveries": [
                 {
-                    "id": d.id,
-                    "sink": d.sink,
+                    "id": d.step.id,
+                    "sink": d.step.sink,
                     "seq": d.seq,
                     "event_type": d.event_type,
-                    "status": d.status,
-                    "attempts": d.attempts,
-                    "last_error": d.last_error,
-                    "next_attempt": d.next_attempt.isoformat(),
-                    "state": d.state,
-                    "note": d.note,
+                    "status": d.step.status,
+                    "attempts": d.step.attempts,
+                    "last_error": d.step.last_error,
+                    "next_attempt": d.step.available_at.isoformat(),
+                    "state": d.step.state,
+                    "note": d.step.note,
                 }
                 for d in t.open_deliveries
             ],
@@ -61,13 +61,12 @@ def student_trace_text(t: StudentTrace) -> str:
         f"stream   last committed #{t.last_seq}, delivered to the app (realtime) up to #{t.delivered_seq}",
     ]
     for d in t.open_deliveries[:MAX_LINES_PER_PART]:
-        error = f"; error: {short(d.last_error)}" if d.last_error else ""
+        error = f"; error: {short(d.step.last_error)}" if d.step.last_error else ""
         lines.append(
-            f"  #{d.seq} {d.event_type} -> {d.sink}: {d.status}, {d.attempts} attempt(s), next "
-            f"{clock(d.next_attempt, t.at)}{error}"
+            f"  #{d.seq} {d.event_type} -> {d.step.sink}: {d.step.status}, {d.step.attempts} attempt(s), next "
+            f"{clock(d.step.available_at, t.at)}{error}"
         )
-    if len(t.open_deliveries) > MAX_LINES_PER_PART:
-        lines.append(f"  ... {len(t.open_deliveries) - MAX_LINES_PER_PART} more open (see --json)")
+    lines += _more(len(t.open_deliveries), "open")
     if t.cache_error:
         lines.append(f"cache    {t.cache_error}")
     else:
@@ -84,6 +83,10 @@ def student_trace_text(t: StudentTrace) -> str:
             f"  {e.process}: at seq {e.last_sent} ({s.behind} behind), started after {e.start_cursor}, connected "
             f"{clock(e.connected_at, t.at)}, last pong {clock(e.last_pong, t.at)}{blocked}"
         )
-    if len(t.sockets) > MAX_LINES_PER_PART:
-        lines.append(f"  ... {len(t.sockets) - MAX_LINES_PER_PART} more (see --json)")
+    lines += _more(len(t.sockets), "open sockets")
     return "\n".join(lines)
+
+
+def _more(count: int, what: str) -> list[str]:
+    extra = count - MAX_LINES_PER_PART
+    return [f"  ... {extra} more {what} (see --json)"] if extra > 0 else []

@@ -178,11 +178,11 @@ class _Context:
         return self._last_claim
 
 
-def explain_open(deliveries: list[Delivery], *, now: datetime) -> list[tuple[State, str]]:
-    """Each delivery's state and note, worded as in the payment trace (for `trace --student`). The
-    deliveries need their `event` loaded."""
+def delivery_steps(deliveries: list[Delivery], *, now: datetime) -> list[DeliveryStep]:
+    """Each delivery as the payment trace shows it, with its state and note (for `trace --student`).
+    The deliveries need their `event` loaded."""
     context = _Context(now=now)
-    return [_explain(d.event, d, context) for d in deliveries]
+    return [_step(d.event, d, context) for d in deliveries]
 
 
 def _step(event: OutboxEvent, d: Delivery, context: _Context) -> DeliveryStep:

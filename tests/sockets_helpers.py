@@ -2,14 +2,13 @@
 
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import redis
 from django.conf import settings
 
 from config import commands
-from tests.conftest import ROOT, Processes, free_port, process_env, wait_until
+from tests.conftest import ROOT, process_env
 
 SMALL_BUFFER = 4096
 
@@ -65,20 +64,6 @@ def registry_entries(student_id: int) -> list[dict[str, str]]:
 def registry_size(student_id: int) -> int:
     prefix = settings.REALTIME_REGISTRY_PREFIX
     return int(redis.Redis.from_url(settings.REDIS_URL).zcard(f"{prefix}:student:{student_id}"))
-
-
-def ws_server(processes: Processes, name: str, *, sndbuf: int | None = None, **env: str) -> str:
-    """A `ws` process: `tests.ws_server` (uvicorn with the project's protocol, optional small sndbuf)."""
-    port = free_port()
-    args = ["--port", str(port)] + (["--sndbuf", str(sndbuf)] if sndbuf else [])
-    processes.start(name, [sys.executable, "-m", "tests.ws_server", *args], **env)
-
-    def listening() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-
-    wait_until(listening, timeout=30, what=f"{name} to listen on {port}")
-    return f"127.0.0.1:{port}"
 
 
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -21,10 +21,9 @@ from tests.sockets_helpers import (
     never_reading_peer,
     registry_entries,
     server_side_state,
-    ws_server,
 )
 from tests.test_realtime import emit, ping, token
-from tests.ws_client import StreamClient, group_members
+from tests.ws_client import StreamClient, group_members, tuned_server
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 
@@ -160,7 +159,7 @@ def test_a_client_that_stops_reading_has_its_tcp_connection_closed(
     server's send to it blocks (the registry records when), the server's end of the TCP connection is
     gone within REALTIME_SEND_TIMEOUT_SECONDS + 5 s: not merely logged, not left draining."""
     send_timeout = 5.0
-    host = ws_server(
+    host = tuned_server(
         processes,
         "ws-stall",
         sndbuf=SMALL_BUFFER,

@@ -13,10 +13,10 @@ from django.core.management import call_command
 
 from purchases.models import Course
 from tests.conftest import Processes, free_port, post_webhook, wait_until, webhook_body
-from tests.sockets_helpers import SMALL_BUFFER, manage, ws_server
+from tests.sockets_helpers import SMALL_BUFFER, manage
 from tests.test_realtime import emit, token
 from tests.test_trace_processes import let_time_pass
-from tests.ws_client import StreamClient
+from tests.ws_client import StreamClient, tuned_server
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 
@@ -76,7 +76,7 @@ def test_healthy_student_is_current_with_every_socket_at_the_last_seq(processes:
 
 
 def test_a_client_that_stops_reading_is_named_with_how_far_behind_it_is(processes: Processes, student: Any) -> None:
-    host = ws_server(
+    host = tuned_server(
         processes, "ws-1", sndbuf=SMALL_BUFFER, REALTIME_SEND_TIMEOUT_SECONDS="60", REALTIME_REGISTRY_TTL_SECONDS="2"
     )
     relay_up(processes)
