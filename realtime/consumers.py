@@ -182,6 +182,11 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
         if after is not None and after > position.last:
             await self._refuse(BAD_REQUEST, f"after={after} is ahead of the stream (last seq {position.last})")
             return
+        # A revocation that committed after the token was checked may already be behind the cursor (and
+        # would never reach this socket): check again now that live pushes reach it.
+        if not await self._token_still_valid():
+            await self._refuse(UNAUTHORIZED, "token revoked")
+            return
         self.cursor = self.start_cursor = position.delivered if after is None else after
         registry.touch(self.socket_id)
         # Read what a relay holds right now *before* replaying: see _await_settled.

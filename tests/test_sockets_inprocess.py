@@ -75,6 +75,33 @@ def test_a_revocation_that_arrives_by_repair_still_closes_the_old_tokens_socket(
     run(scenario)
 
 
+def test_a_revocation_delivered_while_the_socket_connects_still_closes_it(
+    student: Any, monkeypatch: pytest.MonkeyPatch, eager_celery: None
+) -> None:
+    """The token is checked, then the revocation commits and is delivered before the consumer reads
+    where the stream stands: its event is behind the cursor and would never reach this socket."""
+    from realtime import selectors
+
+    read = selectors.stream_position
+
+    def revoke_then_read(**kwargs: Any) -> Any:
+        if not OutboxEvent.objects.filter(type="student.token_revoked").exists():
+            student_token_revoke(student_id=student.pk, actor="test")
+            Relay().drain()
+        return read(**kwargs)
+
+    monkeypatch.setattr(selectors, "stream_position", revoke_then_read)
+
+    async def scenario() -> None:
+        communicator = connect(student)
+        assert await communicator.connect()
+        message = await communicator.receive_output(5)
+        assert (message["type"], message["code"], message["reason"]) == ("websocket.close", 4401, "token revoked")
+        await communicator.disconnect()
+
+    run(scenario)
+
+
 def _sync(func: Any) -> Any:
     from asgiref.sync import sync_to_async
 
