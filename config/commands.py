@@ -10,6 +10,7 @@ import sys
 PY = sys.executable
 
 # As in the Procfile: protocol pings drop dead peers; no client message is anywhere near 64 KiB.
+WS_PROTOCOL = "realtime.transport:WebSocketProtocol"
 WS_FLAGS = ["--ws-ping-interval", "20", "--ws-ping-timeout", "20", "--ws-max-size", "65536"]
 
 
@@ -31,7 +32,8 @@ def web(bind: str, *extra: str) -> list[str]:
 def ws(host: str, port: int | str, *extra: str) -> list[str]:
     """`ws`: uvicorn serving `config.asgi` (WebSockets, and HTTP too)."""
     args = [PY, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port)]
-    return [*args, "--lifespan", "off", "--no-access-log", *extra]
+    # uvicorn's protocol, plus: a client that stopped reading has its TCP connection really closed.
+    return [*args, "--ws", WS_PROTOCOL, "--lifespan", "off", "--no-access-log", *extra]
 
 
 def relay(*extra: str) -> list[str]:

@@ -145,13 +145,21 @@ CELERY_DB_REUSE_MAX = int(os.environ.get("CELERY_DB_REUSE_MAX", "1000"))
 # socket inside that process.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        # channels-redis with pools that wait for a free connection instead of failing (realtime/layers.py).
+        "BACKEND": "realtime.layers.BlockingRedisChannelLayer",
         "CONFIG": {
             # socket_timeout: every consumer idles in a 5 s blocking read (BZPOPMIN, channels-redis'
             # brpop_timeout); redis-py 8's default 5 s socket timeout cuts it and kills each idle
             # socket with 1011 (django/channels_redis#422). Longer than the read, still finite, so a
-            # dead Redis connection is noticed.
-            "hosts": [{"address": REDIS_URL, "socket_timeout": 10}],
+            # dead Redis connection is noticed. max_connections / timeout: see the sockets block below.
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "socket_timeout": 10,
+                    "max_connections": int(os.environ.get("CHANNEL_LAYER_POOL_SIZE", "100")),
+                    "timeout": float(os.environ.get("CHANNEL_LAYER_POOL_TIMEOUT_SECONDS", "30")),
+                }
+            ],
             "prefix": "cc:chan",
             # Messages waiting per channel key. group_send skips a full key (it never blocks or raises,
             # so a slow consumer cannot stall the relay), and a socket's in-process buffer drops its
@@ -174,6 +182,17 @@ CHANNEL_LAYERS = {
 # client, which reconnects with ?after=<last seq>. Generous for slow mobile links: the server buffers
 # ~64 KiB plus the kernel's socket buffer before a send blocks at all.
 REALTIME_SEND_TIMEOUT_SECONDS = float(os.environ.get("REALTIME_SEND_TIMEOUT_SECONDS", "10"))
+# -- Sockets: the live registry of open sockets, the per-student cap, the channel layer's pool -----
+# (realtime/registry.py, realtime/README.md "Sockets end when they should").
+# Open sockets per student across every `ws` process; one more is closed with 4429.
+REALTIME_MAX_SOCKETS_PER_STUDENT = int(os.environ.get("REALTIME_MAX_SOCKETS_PER_STUDENT", "20"))
+# A `ws` process refreshes its sockets' registry entries every quarter of this; a killed process's
+# entries (and the slots they hold) expire after it.
+REALTIME_REGISTRY_TTL_SECONDS = float(os.environ.get("REALTIME_REGISTRY_TTL_SECONDS", "10"))
+REALTIME_REGISTRY_PREFIX = "cc:ws"
+# CHANNEL_LAYER_POOL_SIZE (100) bounds each `ws`/relay process's channel-layer connections; a caller
+# past it waits up to CHANNEL_LAYER_POOL_TIMEOUT_SECONDS (30) for one instead of failing (300 sockets
+# closing at once all need one for group_discard). Read in CHANNEL_LAYERS above.
 # Where browsers open the event stream, e.g. `ws://127.0.0.1:8001` when the `ws` process listens on its
 # own port (`dev.py run`); empty means the page's own origin (a router sends /ws/ to the `ws` process).
 REALTIME_WS_URL = os.environ.get("REALTIME_WS_URL", "").rstrip("/")

@@ -84,3 +84,10 @@ def invalidate_students(floors: dict[int, int]) -> None:
     for student_id, seq in floors.items():
         pipe.eval(_INVALIDATE, 1, _key(student_id), seq, settings.READ_CACHE_TTL_SECONDS)
     pipe.execute()
+
+
+def peek(*, student_id: int, view: str) -> tuple[int | None, int | None]:
+    """`(floor, seq of the cached view)` for a student, None where absent (for `trace --student`).
+    Raises `redis.RedisError` if Redis is unreachable."""
+    floor, seq = _client().hmget(_key(student_id), ["floor", f"{view}:seq"])
+    return (int(floor) if floor is not None else None), (int(seq) if seq is not None else None)

@@ -178,6 +178,13 @@ class _Context:
         return self._last_claim
 
 
+def delivery_steps(deliveries: list[Delivery], *, now: datetime) -> list[DeliveryStep]:
+    """Each delivery as the payment trace shows it, with its state and note (for `trace --student`).
+    The deliveries need their `event` loaded."""
+    context = _Context(now=now)
+    return [_step(d.event, d, context) for d in deliveries]
+
+
 def _step(event: OutboxEvent, d: Delivery, context: _Context) -> DeliveryStep:
     state, note = _explain(event, d, context)
     return DeliveryStep(

@@ -255,3 +255,7 @@ class CourseAdmin(admin.ModelAdmin):
         fields = {name: form.cleaned_data[name] for name in form.fields if name in form.cleaned_data}
         saved = services.course_save(course_id=obj.pk if change else None, fields=fields, actor=admin_actor(request))
         obj.pk = saved.pk
+
+
+# Students: Django's user admin with the token and trace tools (registered on import).
+from purchases import student_admin  # noqa: E402, F401

@@ -8,6 +8,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from outbox import services as outbox
 from outbox.models import OutboxEvent
@@ -236,6 +237,41 @@ def student_profile_update(*, student_id: int, timezone_name: str | None, actor:
             profile.save(update_fields=["timezone"])
             student_resync_request(student_id=student_id, actor=actor)
         return profile
+
+
+TOKEN_REVOKED = "student.token_revoked"  # noqa: S105 (an event type, not a secret)
+
+
+@dataclass(frozen=True)
+class TokenRotation:
+    student_id: int
+    token: str  # the new key; the only place it is ever returned
+
+
+def student_token_revoke(*, student_id: int, actor: str) -> TokenRotation:
+    """Rotate the student's API token: the old key stops authenticating at COMMIT (the REST API answers
+    401 at once), a new key is returned, and `student.token_revoked` is emitted in the same transaction.
+
+    Through the relay, the event closes every socket opened with the old key, on every `ws` process,
+    with 4401; sockets opened with the new key receive it like any event (its payload holds only the
+    student id, never a key). Raises `UnknownStudent`. Each call rotates again.
+    """
+    with transaction.atomic():
+        # Row-lock the student so two concurrent rotations serialise and the last one's key wins.
+        student = get_user_model().objects.select_for_update().filter(id=student_id).first()
+        if student is None:
+            raise UnknownStudent(f"no student with id {student_id}", student_id=student_id)
+        Token.objects.filter(user=student).delete()
+        token = Token.objects.create(user=student)
+        outbox.emit(
+            type=TOKEN_REVOKED,
+            student_id=student_id,
+            aggregate_type="student",
+            aggregate_id=student_id,
+            payload={"student_id": student_id},
+            cause=Cause(actor=actor, correlation_id=f"revoke:{student_id}:{uuid.uuid4().hex[:12]}"),
+        )
+        return TokenRotation(student_id=student_id, token=token.key)
 
 
 def course_save(*, course_id: int | None, fields: dict[str, Any], actor: str) -> Course:

@@ -3,7 +3,12 @@
 Contract (see realtime/README.md):
 
 - Authentication: `?token=<key>` or `Authorization: Token <key>`. Without a valid token the socket is
-  accepted and immediately closed with 4401; no message is sent before the close.
+  accepted and immediately closed with 4401; no message is sent before the close. When the token is
+  rotated (`student.token_revoked`, delivered by the relay like any event), every socket opened with
+  the old one closes with 4401 before anything more is sent; sockets with the new token receive the
+  event like any other.
+- At most REALTIME_MAX_SOCKETS_PER_STUDENT open sockets per student, counted across every `ws`
+  process in the socket registry (realtime/registry.py); one more is closed with 4429.
 - `after`: a decimal integer 0 <= after <= the student's last seq. Anything else (not a number,
   negative, repeated, empty, or ahead of the stream) closes with 4400 and a reason. If events after
   the cursor have been purged from the outbox, the socket closes with 4410: refetch the dashboard and
@@ -41,6 +46,7 @@ import functools
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -52,7 +58,7 @@ from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 
-from realtime import selectors
+from realtime import registry, selectors
 from realtime.auth import student_id_for_token, token_from_scope
 from realtime.groups import PUSH_MESSAGE_TYPE, student_group
 
@@ -61,6 +67,9 @@ logger = logging.getLogger(__name__)
 BAD_REQUEST = 4400
 UNAUTHORIZED = 4401
 GONE = 4410
+TOO_MANY_SOCKETS = 4429
+# Emitted by purchases.services.student_token_revoke when a student's API token is rotated.
+TOKEN_REVOKED_EVENT = "student.token_revoked"  # noqa: S105 (an event type, not a secret)
 
 REPLAY_PAGE = 500
 PING_CATCH_UP_INTERVAL = 1.0  # seconds
@@ -116,6 +125,13 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
     joined: bool = False
     closing: bool = False
     last_ping_catch_up: float = float("-inf")
+    # What the socket registry reports (realtime/registry.py); times are unix seconds, 0 for never.
+    token_key: str = ""
+    socket_id: str | None = None
+    start_cursor: int = 0
+    connected_at: float = 0.0
+    last_pong: float = 0.0
+    sending_since: float = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -158,7 +174,12 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
         except BadCursor as exc:
             await self._refuse(BAD_REQUEST, str(exc))
             return
-        self.student_id = student_id
+        self.student_id, self.token_key, self.connected_at = student_id, key or "", time.time()
+        # Take a slot before joining the group: a socket over the cap never receives anything.
+        self.socket_id = await registry.register(self)
+        if self.socket_id is None:
+            await self._refuse(TOO_MANY_SOCKETS, "too many open sockets for this student")
+            return
         # Subscribe before reading the database: an event the relay delivers after the read is pushed
         # after the subscription, so it reaches this channel; one delivered before is in the read; one
         # in between is watched (_await_settled). No gap.
@@ -168,7 +189,13 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
         if after is not None and after > position.last:
             await self._refuse(BAD_REQUEST, f"after={after} is ahead of the stream (last seq {position.last})")
             return
-        self.cursor = position.delivered if after is None else after
+        # A revocation that committed after the token was checked may already be behind the cursor (and
+        # would never reach this socket): check again now that live pushes reach it.
+        if not await self._token_still_valid():
+            await self._refuse(UNAUTHORIZED, "token revoked")
+            return
+        self.cursor = self.start_cursor = position.delivered if after is None else after
+        registry.touch(self.socket_id)
         # Read what a relay holds right now *before* replaying: see _await_settled.
         watched = await database_sync_to_async(selectors.realtime_in_flight)(student_id=student_id, after=self.cursor)
         await self.accept()
@@ -205,6 +232,9 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
         tasks, self.tasks = self.tasks, []
         for task in tasks:
             await cancel_and_wait(task)
+        socket_id, self.socket_id = self.socket_id, None
+        if socket_id is not None and self.student_id is not None:
+            await registry.unregister(socket_id, student_id=self.student_id)
         if self.joined and self.student_id is not None:
             self.joined = False
             try:
@@ -271,6 +301,8 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
                 self.last_ping_catch_up = now
                 await self._catch_up(counter="repaired")
             await self._send_message({"type": "pong"})
+            self.last_pong = time.time()
+            registry.touch(self.socket_id)
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -298,9 +330,21 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
             if seq <= self.cursor:
                 self.stats.duplicates += 1
                 continue
+            if event.get("type") == TOKEN_REVOKED_EVENT and not await self._token_still_valid():
+                # Whichever way the event arrives (live, replay, repair), a socket of the old token ends
+                # here, before it is sent anything more.
+                await self._refuse(UNAUTHORIZED, "token revoked", accepted=True)
+                return
+            if self.closing:
+                return
             await self._send_message(event)
             self.cursor = seq
             setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        if events:
+            registry.touch(self.socket_id)
+
+    async def _token_still_valid(self) -> bool:
+        return self.student_id is not None and await student_id_for_token(self.token_key) == self.student_id
 
     async def _send_message(self, message: dict[str, Any]) -> None:
         """Send one message, or give up on a client that has not read for the send timeout.
@@ -311,9 +355,11 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
         """
         if self.closing:
             return
+        self.sending_since = time.time()
         try:
             async with asyncio.timeout(_send_timeout()):
                 await self.send_json(message)
+            self.sending_since = 0.0
         except TimeoutError:
             logger.warning(
                 "student %s: client stopped reading for %.1fs; dropping the connection at seq %s",
@@ -322,7 +368,8 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
                 self.cursor,
             )
             # Ending the consumer is all the ASGI interface allows here: a close frame would wait behind
-            # the same full buffer. The server closes the transport once it drains or TCP gives up.
+            # the same full buffer. The server's protocol (realtime/transport.py) then aborts the TCP
+            # connection, whose buffer will not drain.
             await self._leave()
             raise StopConsumer from None
 

@@ -17,6 +17,8 @@ import socket
 
 import uvicorn
 
+from config import commands
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -33,6 +35,7 @@ def main() -> None:
     sock.bind(("127.0.0.1", args.port))
     config = uvicorn.Config(
         "config.asgi:application",
+        ws=commands.WS_PROTOCOL,
         lifespan="off",
         access_log=False,
         ws_ping_interval=args.ws_ping_interval,

@@ -1,4 +1,8 @@
-"""`manage.py trace <payment_id>`: the payment's chain of events and deliveries, and a verdict."""
+"""`manage.py trace <payment_id>`: the payment's chain of events and deliveries, and a verdict.
+
+`manage.py trace --student <id> [--json] [--resync]`: the student's stream, cache and open sockets, with
+a verdict first (outbox/student_trace.py); exits 0 when the student is current, 1 otherwise.
+"""
 
 import json
 from datetime import datetime
@@ -7,24 +11,57 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from outbox.models import Delivery
+from outbox.student_trace import student_trace
+from outbox.student_trace_render import student_trace_json, student_trace_text
 from outbox.trace import DELIVERED, IN_PROGRESS, STUCK, Trace, payment_trace
 
 
 class Command(BaseCommand):
-    help = "Why didn't the app update? Every event of a payment's chain, each delivery's state, and a verdict."
+    help = (
+        "Why didn't the app update? By payment: every event of its chain and each delivery's state. "
+        "By student (--student): stream, cache, open sockets and a verdict (exit 0 only when current)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("payment_id", help="The provider's payment id (the chain's correlation id).")
+        parser.add_argument("payment_id", nargs="?", help="The provider's payment id (the chain's correlation id).")
+        parser.add_argument("--student", type=int, help="Trace a student instead of a payment.")
+        parser.add_argument("--resync", action="store_true", help="With --student: request a resync, then trace.")
         parser.add_argument("--json", action="store_true", help="Print the trace as JSON.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        payment_id = options["payment_id"].strip()
+        if options["student"] is not None:
+            if options["payment_id"]:
+                raise CommandError("give a payment id or --student, not both")
+            self._student(options["student"], as_json=options["json"], resync=options["resync"])
+            return
+        if options["resync"]:
+            raise CommandError("--resync needs --student")
+        payment_id = (options["payment_id"] or "").strip()
         if not payment_id:
             raise CommandError("payment id must not be empty")
         trace = payment_trace(payment_id=payment_id)
         if trace is None:
             raise CommandError(f"no events for payment {payment_id!r}: unknown payment id, or its history was purged")
         self.stdout.write(json.dumps(trace_json(trace)) if options["json"] else trace_text(trace))
+
+    def _student(self, student_id: int, *, as_json: bool, resync: bool) -> None:
+        if resync:
+            # The existing resync service (an interface calling a domain service, like the admin does).
+            from purchases.errors import UnknownStudent
+            from purchases.services import student_resync_request
+
+            try:
+                event = student_resync_request(student_id=student_id, actor="command:trace")
+            except UnknownStudent as exc:
+                raise CommandError(f"unknown student {student_id}") from exc
+            if not as_json:
+                self.stdout.write(f"resync requested (#{event.seq} student.resync_requested); tracing:\n")
+        trace = student_trace(student_id=student_id)
+        if trace is None:
+            raise CommandError(f"unknown student {student_id}")
+        self.stdout.write(json.dumps(student_trace_json(trace)) if as_json else student_trace_text(trace))
+        if not trace.verdict.current:
+            raise SystemExit(1)
 
 
 def trace_json(trace: Trace) -> dict[str, Any]:
