@@ -11,12 +11,12 @@ default concurrency (one process per core).
 - `naive`: the same domain work chained with `transaction.on_commit(task.delay)` and no outbox
   (`benchmarks.naive`, `benchmarks.naive_chain`, `benchmarks.naive_ws`), on a database without the
   event guard triggers. No relay.
-- `one` (full runs only): the product on the earlier layout, one uvicorn process serving the webhooks
-  and the sockets. No ramp.
+- `one` (only when asked for, BENCH_LATENCY_CASES): the product on the earlier layout, one uvicorn
+  process serving the webhooks and the sockets. No ramp.
 
 Each case: 2 s of warm-up, then `RATE` purchases/s for 60 s (6 s in --quick) with the CPU measured from
-the first webhook until every chain is done, then the ramp (`benchmarks.ramp`: 15 s steps, 4 s and at
-most two in --quick). Latency = the frame's arrival minus the server's clock when the webhook's COMMIT
+the first webhook until every chain is done, then the ramp (`benchmarks.ramp`: up to five 15 s steps
+and one between the last two rates; one 4 s step in --quick). Latency = the frame's arrival minus the server's clock when the webhook's COMMIT
 returned (`X-Bench-Committed-At`; see `benchmarks.middleware`); the outbox case also shows the earlier
 rounds' split of `purchase.created` (commit -> relay pushed -> frame) and bounds. Its per-purchase
 figures go to `latency-<case>.csv` beside the logs.
@@ -50,7 +50,7 @@ def run(ctx: Context) -> Result:
     result = Result("latency")
     seconds = 6.0 if ctx.quick else 60.0
     wanted = os.environ.get("BENCH_LATENCY_CASES", "")
-    cases = [c for c in (wanted.split(",") if wanted else [OUTBOX, NAIVE] + ([] if ctx.quick else [ONE]))]
+    cases = wanted.split(",") if wanted else [OUTBOX, NAIVE]
     unknown = set(cases) - set(CASES)
     if unknown:
         raise ValueError(f"BENCH_LATENCY_CASES: unknown {sorted(unknown)}; known: {', '.join(CASES)}")
@@ -148,7 +148,7 @@ async def _measure(
     *,
     with_ramp: bool,
 ) -> tuple[Step, ramp.RampResult | None]:
-    step_seconds, max_steps = (4.0, 2) if quick else (15.0, 5)
+    step_seconds, max_steps = (4.0, 1) if quick else (15.0, 5)
     async with client:
         await client.step(rate=RATE, seconds=2.0, tag="warm", tail_timeout=30, settled=settled)
         log(f"latency: warmed up; {RATE:.0f}/s for {seconds:.0f} s")
