@@ -16,10 +16,10 @@ default concurrency (one process per core).
 
 Each case: 2 s of warm-up, then `RATE` purchases/s for 60 s (6 s in --quick) with the CPU measured from
 the first webhook until every chain is done, then the ramp (`benchmarks.ramp`: up to five 15 s steps
-and one between the last two rates; one 4 s step in --quick). Latency = the frame's arrival minus the server's clock when the webhook's COMMIT
-returned (`X-Bench-Committed-At`; see `benchmarks.middleware`); the outbox case also shows the earlier
-rounds' split of `purchase.created` (commit -> relay pushed -> frame) and bounds. Its per-purchase
-figures go to `latency-<case>.csv` beside the logs.
+and one between the last two rates; one 4 s step in --quick). Latency = the frame's arrival minus the
+server's clock when the webhook's COMMIT returned (`X-Bench-Committed-At`; see `benchmarks.middleware`);
+the outbox case also shows the earlier rounds' split of `purchase.created` (commit -> relay pushed ->
+frame) and bounds. Its per-purchase figures go to `latency-<case>.csv` beside the logs.
 
 Knobs (environment): BENCH_LATENCY_RATE (50), BENCH_LATENCY_CASES (e.g. `outbox,naive`),
 BENCH_LATENCY_RAMP=0 (no ramp: for profiling the fixed rate alone).
