@@ -14,12 +14,13 @@ default concurrency (one process per core).
 - `one` (only when asked for, BENCH_LATENCY_CASES): the product on the earlier layout, one uvicorn
   process serving the webhooks and the sockets. No ramp.
 
-Each case: 2 s of warm-up, then `RATE` purchases/s for 60 s (6 s in --quick) with the CPU measured from
-the first webhook until every chain is done, then the ramp (`benchmarks.ramp`: up to five 15 s steps
-and one between the last two rates; one 4 s step in --quick). Latency = the frame's arrival minus the
-server's clock when the webhook's COMMIT returned (`X-Bench-Committed-At`; see `benchmarks.middleware`);
-the outbox case also shows the earlier rounds' split of `purchase.created` (commit -> relay pushed ->
-frame) and bounds. Its per-purchase figures go to `latency-<case>.csv` beside the logs.
+Each case: 2 s of warm-up, the ramp (`benchmarks.ramp`: 15 s steps from 25/s, up by sqrt(2) while the
+chains keep up, down while they don't, then one step between, at most 7; one 4 s step in --quick), then
+`RATE` purchases/s for 60 s (6 s in --quick) with the CPU measured from the first webhook until every
+chain is done. Latency = the frame's arrival minus the server's clock when the webhook's COMMIT returned
+(`X-Bench-Committed-At`; see `benchmarks.middleware`); the outbox case also shows the earlier rounds'
+split of `purchase.created` (commit -> relay pushed -> frame) and bounds. Its per-purchase figures go
+to `latency-<case>.csv` beside the logs.
 
 Knobs (environment): BENCH_LATENCY_RATE (50), BENCH_LATENCY_CASES (e.g. `outbox,naive`),
 BENCH_LATENCY_RAMP=0 (no ramp: for profiling the fixed rate alone).
@@ -36,6 +37,7 @@ from benchmarks.harness import NAIVE_WEBHOOK_PATH, NAIVE_WS_PATH, Context, CpuUs
 from benchmarks.latency_report import report_case, report_comparison
 
 RATE = float(os.environ.get("BENCH_LATENCY_RATE", "50"))
+RAMP_START = 25.0  # low, so that the ramp goes up and at most its last steps fall behind
 CLIENTS = 200
 OUTBOX, NAIVE, ONE = "outbox", "naive", "one"
 CASES = {
@@ -148,25 +150,39 @@ async def _measure(
     *,
     with_ramp: bool,
 ) -> tuple[Step, ramp.RampResult | None]:
-    step_seconds, max_steps = (4.0, 1) if quick else (15.0, 5)
+    """Warm-up, the ramp (if any), then the fixed rate: last, so that its backlog, however long, delays
+    nothing else."""
+    step_seconds, max_steps = (4.0, 1) if quick else (15.0, 7)
     async with client:
         await client.step(rate=RATE, seconds=2.0, tag="warm", tail_timeout=30, settled=settled)
-        log(f"latency: warmed up; {RATE:.0f}/s for {seconds:.0f} s")
+        ramped = None
+        if with_ramp and os.environ.get("BENCH_LATENCY_RAMP") != "0":
+
+            async def at(rate: float) -> Step:
+                step = await client.step(
+                    rate=rate,
+                    seconds=step_seconds,
+                    tag=f"ramp{rate:g}",
+                    tail_timeout=30,
+                    settled=settled,
+                    usage=usage(),
+                )
+                log(f"latency ramp: {rate:g}/s: {ramp.judge(step).why}")
+                return step
+
+            async def ready() -> bool:
+                return await client.wait_done(settled, timeout=120)
+
+            await ready()  # the warm-up's chains
+            ramped = await ramp.search(at, ready, start=RAMP_START, max_steps=max_steps, refine=not quick)
+        if not await client.wait_done(settled, timeout=120):
+            log("latency: the earlier chains are not done after 120 s; measuring anyway")
+        log(f"latency: {RATE:g}/s for {seconds:g} s")
         base = await client.step(
             rate=RATE, seconds=seconds, tag="base", tail_timeout=120, settled=settled, usage=usage()
         )
-        log(f"latency: {RATE:.0f}/s: {ramp.judge(base).why}")
-        if not with_ramp or os.environ.get("BENCH_LATENCY_RAMP") == "0":
-            return base, None
-
-        async def at(rate: float) -> Step:
-            step = await client.step(
-                rate=rate, seconds=step_seconds, tag=f"ramp{rate:.0f}", tail_timeout=30, settled=settled, usage=usage()
-            )
-            log(f"latency ramp: {rate:.0f}/s: {ramp.judge(step).why}")
-            return step
-
-        return base, await ramp.search(at, base, max_steps=max_steps, refine=not quick)
+        log(f"latency: {RATE:g}/s: {ramp.judge(base).why}")
+        return base, ramped
 
 
 def _relay_settled(ctx: Context, db: str) -> dict[int, float]:

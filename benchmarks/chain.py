@@ -141,6 +141,20 @@ class ChainClient:
                 if all(purchase_id in self.frames[t] for t in CHAIN):
                     self.outstanding.discard(purchase_id)
 
+    async def wait_done(
+        self, settled: Callable[[], bool], *, timeout: float, purchases: set[int] | None = None
+    ) -> bool:
+        """Wait, at most `timeout` s, until every chain (of `purchases`, or of all sent so far) arrived and
+        `settled()`; whether they did."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = self.outstanding if purchases is None else self.outstanding & purchases
+            if not pending and settled():
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+
     async def step(
         self,
         *,
@@ -201,12 +215,7 @@ class ChainClient:
         await asyncio.gather(*tasks)
         step.sent, step.send_seconds = count, time.perf_counter() - start
         answered = time.monotonic()
-        deadline = answered + tail_timeout
-        while time.monotonic() < deadline:
-            if not (self.outstanding & mine) and settled():
-                step.chains_done = True
-                break
-            await asyncio.sleep(0.02)
+        step.chains_done = await self.wait_done(settled, timeout=tail_timeout, purchases=mine)
         step.chains_done_after_s = time.monotonic() - answered
         if usage is not None:
             usage.stop()

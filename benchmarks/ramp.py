@@ -6,9 +6,10 @@ came within `CHAIN_P99_MS` of the webhook's COMMIT for 99 % of the purchases; an
 grow: every chain was done within `BACKLOG_S` of the last webhook's answer (a backlog that grows during
 the step is still there at its end).
 
-The search starts from a step already run (the benchmark's fixed rate) and moves by `FACTOR`: up while
-steps keep up, down while they don't, until it crosses; then, if asked, one step between the last two
-rates. It stops early when a step's backlog did not drain (the next step would start behind).
+The search starts at a low rate and moves by `FACTOR`: up while steps keep up, down while they don't,
+until it crosses; then, if asked, one step between the last two rates. So at most the last step or
+two fall behind, and their backlog is small. Each step starts once the previous one's backlog drained;
+the search stops if it does not.
 """
 
 import math
@@ -60,30 +61,35 @@ class RampResult:
 
 
 async def search(
-    run: Callable[[float], Awaitable[Step]], first: Step, *, max_steps: int, refine: bool, highest: float = 400.0
+    run: Callable[[float], Awaitable[Step]],
+    ready: Callable[[], Awaitable[bool]],
+    *,
+    start: float,
+    max_steps: int,
+    refine: bool,
+    highest: float = 400.0,
 ) -> RampResult:
-    """Steps after `first` (already run), at most `max_steps` of them, each `await run(rate)`."""
-    verdict = judge(first)
-    steps = [(first, verdict)]
-    passed = [first.rate] if verdict.ok else []
-    failed = [] if verdict.ok else [first.rate]
+    """At most `max_steps` steps, the first at `start`, each `await run(rate)` once `await ready()` says
+    the previous step's backlog drained."""
+    steps: list[tuple[Step, Verdict]] = []
+    passed: list[float] = []
+    failed: list[float] = []
     stopped = ""
-    direction = 1 if verdict.ok else -1
-    rate = first.rate
-    for _ in range(max_steps):
-        if not steps[-1][0].chains_done:
-            stopped = f"the backlog of {steps[-1][0].rate:.0f}/s did not drain"
-            break
-        if passed and failed:  # crossed: one step between, if asked
-            low, high = max(passed), min(failed)
-            if not refine or high / low < 1.15:
-                break
-            rate = round(math.sqrt(low * high))
-            refine = False
-        else:
-            rate = round(rate * FACTOR**direction)
-            if rate > highest or rate < LOWEST:
-                stopped = f"reached the ramp's bound ({rate:.0f}/s)"
+    rate = start
+    for n in range(max_steps):
+        if n:
+            if passed and failed:  # crossed: one step between, if asked
+                low, high = max(passed), min(failed)
+                if not refine or high / low < 1.15:
+                    break
+                rate, refine = round(math.sqrt(low * high)), False
+            else:
+                rate = round(rate * (FACTOR if passed else 1 / FACTOR))
+                if rate > highest or rate < LOWEST:
+                    stopped = f"reached the ramp's bound ({rate:g}/s)"
+                    break
+            if not await ready():
+                stopped = f"the backlog of {steps[-1][0].rate:g}/s did not drain"
                 break
         step = await run(rate)
         verdict = judge(step)
