@@ -85,17 +85,10 @@ _NEXT: dict[str, Callable[[dict[str, Any]], object]] = {
 }
 
 
-def _emit_on_commit(
-    *,
-    type: str,
-    student_id: int,
-    aggregate_type: str,
-    aggregate_id: int | str,
-    payload: dict[str, Any],
-    cause: Cause,
-) -> None:
-    """Stands in for `outbox.services.emit` (same keyword arguments): after the caller's COMMIT, push the
-    event to the student and enqueue the chain's next step."""
+def _emit_on_commit(*, type: str, student_id: int, payload: dict[str, Any], **_: object) -> None:
+    """Stands in for `outbox.services.emit` (called with the same keyword arguments; the aggregate and
+    the cause only matter to an event row): after the caller's COMMIT, push the event to the student and
+    enqueue the chain's next step."""
 
     def after_commit() -> None:
         notify(event_type=type, student_id=student_id, payload=payload)
