@@ -188,7 +188,11 @@ class ChainClient:
                 step.errors[f"HTTP {response.status}"] = step.errors.get(f"HTTP {response.status}", 0) + 1
                 return
             step.response_ms.append((time.perf_counter() - started) * 1000)
-            purchase_id = int(json.loads(response.body)["purchase_id"])
+            answer = json.loads(response.body)
+            if not isinstance(answer, dict) or "purchase_id" not in answer:  # e.g. {"ignored": true}
+                step.errors["200 without purchase_id"] = step.errors.get("200 without purchase_id", 0) + 1
+                return
+            purchase_id = int(answer["purchase_id"])
             sent_at, returned_at = (
                 response.headers[COMMIT_SENT_HEADER.lower()],
                 response.headers[COMMITTED_HEADER.lower()],
