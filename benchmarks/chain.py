@@ -100,13 +100,16 @@ class ChainClient:
 
     async def __aenter__(self) -> "ChainClient":
         from websockets.asyncio.client import connect
+        from websockets.typing import Origin
 
         gate = asyncio.Semaphore(20)
 
         async def open_socket(token: str) -> None:
             async with gate:
                 url = f"ws://127.0.0.1:{self.ws_port}/{self.ws_path}?token={token}"
-                ws = await connect(url, open_timeout=30, max_queue=None)
+                # As a browser would: the server checks the Origin against ALLOWED_HOSTS.
+                origin = Origin(f"http://127.0.0.1:{self.ws_port}")
+                ws = await connect(url, origin=origin, open_timeout=30, max_queue=None)
                 self.sockets.append(ws)
                 self.readers.append(asyncio.create_task(self._read(ws)))
 
