@@ -6,4 +6,5 @@ class BenchmarksConfig(AppConfig):
     label = "benchmarks"
 
     def ready(self) -> None:
-        from benchmarks import handlers  # noqa: F401  (registers the no-op handler)
+        # Registered on import: the no-op handler, and the naive chain's Celery tasks.
+        from benchmarks import handlers, naive_chain  # noqa: F401

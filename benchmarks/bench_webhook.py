@@ -2,7 +2,7 @@
 
 Two web servers as the Procfile runs them (gunicorn, `config.wsgi`, benchmark settings), each on its own
 copy of one seeded database: the outbox one runs the product's webhook, the naive one `benchmarks.naive` on a database
-without the purchase guard trigger. 32 keep-alive clients post signed, distinct `payment.succeeded`
+without the event guard triggers. 32 keep-alive clients post signed, distinct `payment.succeeded`
 events in a closed loop (each sends its next request when the last one answered), over 1,000 students
 (200 in --quick). The two paths take turns, a few rounds each, so machine noise hits both alike.
 
@@ -34,8 +34,7 @@ def run(ctx: Context) -> Result:
     ctx.pg.create(outbox_db, template=seed_db)
     ctx.pg.create(naive_db, template=seed_db)
     ctx.pg.drop(seed_db)
-    with ctx.pg.connect(naive_db) as conn:  # the naive system has no guard
-        conn.execute("ALTER TABLE purchases_purchase DISABLE TRIGGER purchases_purchase_requires_event")
+    ctx.pg.disable_event_guards(naive_db)  # the naive system has no guard
     flush_redis(ctx.redis_url)  # the naive tasks pile up in the broker's queue: start empty
     student_ids = [s[0] for s in seeded["students"]]
     course_id = seeded["course_id"]

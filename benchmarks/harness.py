@@ -32,6 +32,8 @@ SETTINGS = "benchmarks.settings"
 WEBHOOK_SECRET = "whsec_bench_only"  # the child processes get it as PAYMENT_WEBHOOK_SECRET
 DB_PREFIX = "bench_"
 NAIVE_WEBHOOK_PATH = "bench/naive/webhook"  # mounted by benchmarks.urls
+NAIVE_WS_PATH = "ws/bench/naive/"  # mounted by benchmarks.asgi
+PRODUCT_ASGI, BENCH_ASGI = "config.asgi:application", "benchmarks.asgi:application"
 
 
 def log(text: str) -> None:
@@ -152,6 +154,20 @@ class Postgres:
         for name in list(reversed(self.created)):
             with contextlib.suppress(psycopg.Error):
                 self.drop(name)
+
+    def disable_event_guards(self, name: str) -> list[str]:
+        """Turn off the "no state without its event" triggers (`*_requires_event`) in database `name`,
+        for the naive baselines, which write state without events. Returns the triggers turned off."""
+        with self.connect(name) as conn:
+            found = conn.execute(
+                "SELECT tgrelid::regclass::text, tgname FROM pg_trigger "
+                "WHERE tgname LIKE '%\\_requires\\_event' AND NOT tgisinternal ORDER BY 1, 2"
+            ).fetchall()
+            if not found:
+                raise BenchError(f"no *_requires_event trigger in {name}: did the guards move?")
+            for table, trigger in found:
+                conn.execute(f'ALTER TABLE {table} DISABLE TRIGGER "{trigger}"')
+        return [trigger for _, trigger in found]
 
     def connect(self, name: str) -> psycopg.Connection[tuple[Any, ...]]:
         return psycopg.connect(self.url(name), autocommit=True)
@@ -395,11 +411,27 @@ class Processes:
         wait_for(lambda: _port_open(port), timeout=60, what=f"{name} to listen", procs=[proc])
         return proc, port
 
+    def naive_ws(self, name: str, env: dict[str, str]) -> tuple[Proc, int]:
+        """The `ws` process as the Procfile runs it, serving `benchmarks.asgi` (the product's routes plus
+        the naive chain's socket, `benchmarks.naive_ws`)."""
+        port = free_port()
+        args = [
+            BENCH_ASGI if a == PRODUCT_ASGI else a for a in commands.ws("127.0.0.1", port, "--log-level", "warning")
+        ]
+        if BENCH_ASGI not in args:
+            raise BenchError(f"config.commands.ws no longer serves {PRODUCT_ASGI}: {args}")
+        proc = self.start(name, args, env)
+        wait_for(lambda: _port_open(port), timeout=60, what=f"{name} to listen", procs=[proc])
+        return proc, port
+
     def relay(self, name: str, env: dict[str, str]) -> Proc:
         return self.start(name, commands.relay(), env)
 
-    def worker(self, name: str, env: dict[str, str], *, concurrency: int = 2) -> Proc:
-        args = commands.worker("--concurrency", str(concurrency), "--without-heartbeat", "-n", f"{name}@%h")
+    def worker(self, name: str, env: dict[str, str], *, concurrency: int | None = 2) -> Proc:
+        """A Celery worker (prefork); `concurrency=None` leaves Celery's default, one process per core,
+        as the Procfile runs it."""
+        sizing = [] if concurrency is None else ["--concurrency", str(concurrency)]
+        args = commands.worker(*sizing, "--without-heartbeat", "-n", f"{name}@%h")
         return self.start(name, args, env)
 
     def wait_ready(self, procs: list[Proc], marker: str, *, timeout: float = 60) -> None:

@@ -3,9 +3,12 @@
 The same request work as the real webhook (signature, parsing, validation, idempotency by provider
 event and by payment, Payment + Purchase + ProviderEvent rows, nested transactions) but, instead of
 an outbox event, `transaction.on_commit(task.delay)`: the pattern the outbox replaces. Its database
-runs without the purchase guard trigger (the naive system has none), so this is the honest cost of the
+runs without the event guard triggers (the naive system has none), so this is the honest cost of the
 path without an outbox: what the outbox adds is the per-student seq UPSERT, the event and delivery
 INSERTs, NOTIFY and the guard's check at COMMIT; what it saves is the broker round trip.
+
+The task it enqueues, `naive_purchase_created`, starts the naive chain (`benchmarks.naive_chain`) when a
+worker runs (the latency benchmark); the webhook benchmark runs none and measures only the enqueueing.
 """
 
 import functools
@@ -17,17 +20,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.celery import app
+from benchmarks.naive_chain import naive_purchase_created
 from config.errors import ApiError
 from purchases.api import _json_object, _validated, verify_signature
 from purchases.models import Course, Payment, ProviderEvent, Purchase
 from purchases.serializers import PaymentDataSerializer, ProviderEventEnvelopeSerializer
-
-
-@app.task(name="bench.naive_purchase_created", ignore_result=True)
-def naive_purchase_created(purchase_id: int, student_id: int) -> None:
-    """Stands for the old system's follow-up worker. The benchmark only measures enqueueing it."""
-    return None
 
 
 class NaiveWebhookApi(APIView):
