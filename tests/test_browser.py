@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from playwright.sync_api import Page, expect, sync_playwright
 
 from allocation.models import Trainer
+from config.browser import system_chromium
 from purchases.models import Course
 from purchases.services import purchase_create
 from tests.chaos.harness import kill9
@@ -17,7 +18,8 @@ from tests.conftest import ROOT, Processes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+# `dev.py test` provides it (config/browser.py); run bare, pytest uses the system's and fails without one.
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or system_chromium() or "chromium (not found: see config/browser.py)"
 # As on this machine's probe: no background networking, no sandbox as root, no GPU.
 CHROMIUM_ARGS = [
     "--no-sandbox",
