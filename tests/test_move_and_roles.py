@@ -69,9 +69,9 @@ def test_move_to_course_is_one_transaction_and_one_chain(student: Any, course: C
     assert "was already moved" in run("fix_purchase", "pay_1", "--move-to-course", str(other.pk))
     assert Purchase.objects.count() == 2
     with pytest.raises(CommandError, match="same course"):
-        run("fix_purchase", "pay_1>course-%d" % other.pk, "--move-to-course", str(other.pk))
+        run("fix_purchase", f"pay_1>course-{other.pk}", "--move-to-course", str(other.pk))
     with pytest.raises(CommandError, match="unknown course"):
-        run("fix_purchase", "pay_1>course-%d" % other.pk, "--move-to-course", "987654")
+        run("fix_purchase", f"pay_1>course-{other.pk}", "--move-to-course", "987654")
 
 
 def test_a_failed_move_leaves_the_purchase_as_it_was(student: Any, course: Course, trainer: Trainer) -> None:
