@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from this pinned package: /api/docs/ works offline
     "channels",
     "outbox",
     "purchases",
@@ -227,8 +228,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
-    "DESCRIPTION": "Course purchases: payment webhook, the student's dashboard and event feed. "
-    'Every error is {"error": {"code", "message", "details"}}.',
+    "DESCRIPTION": "Course purchases: the payment webhook, the student's dashboard and event feed.\n\n"
+    'Every error has one shape, `{"error": {"code": "snake_case", "message": "human text", "details": {}}}`, '
+    "with a 4xx status; never a 5xx for bad input.\n\n"
+    "Live updates: the [WebSocket event stream](/api/docs/websocket/) (URL, close codes, replay and resume).",
+    "EXTERNAL_DOCS": {"description": "WebSocket event stream", "url": "/api/docs/websocket/"},
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
