@@ -184,6 +184,11 @@ REALTIME_SEND_TIMEOUT_SECONDS = env.float("REALTIME_SEND_TIMEOUT_SECONDS", 10.0,
 # Where browsers open the event stream, e.g. `ws://127.0.0.1:8001` when the `ws` process listens on its
 # own port (`dev.py run`); empty means the page's own origin (a router sends /ws/ to the `ws` process).
 REALTIME_WS_URL = env.str("REALTIME_WS_URL", "").rstrip("/")
+# The student page pings its socket this often and calls it dead (badge "reconnecting…", reconnect)
+# when no pong comes back within the timeout: a half-open connection is otherwise noticed only after
+# TCP gives up, many seconds later.
+STUDENT_PAGE_PING_SECONDS = env.float("STUDENT_PAGE_PING_SECONDS", 20.0, validate=_SECONDS)
+STUDENT_PAGE_PONG_TIMEOUT_SECONDS = env.float("STUDENT_PAGE_PONG_TIMEOUT_SECONDS", 10.0, validate=_SECONDS)
 
 # Read models (the dashboard) live in Redis; the TTL is a safety net, the relay invalidates.
 READ_CACHE_URL = REDIS_URL

@@ -30,6 +30,9 @@ ARTIFACTS = Path(os.environ.get("SCREENSHOT_DIR", ROOT / ".data" / "artifacts"))
 @contextlib.contextmanager
 def chromium(test_name: str) -> Iterator[Browser]:
     """A headless Chromium; on failure every open page is screenshotted before the browser closes."""
+    # Playwright's sync API keeps an event loop running in this thread: let the test's ORM calls through.
+    unsafe = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
@@ -46,3 +49,7 @@ def chromium(test_name: str) -> Iterator[Browser]:
             raise
         finally:
             browser.close()
+            if unsafe is None:
+                os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+            else:
+                os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = unsafe
