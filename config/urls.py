@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from outbox.health import healthz_view
+from outbox.health import healthz_view, livez_view, readyz_view
 from outbox.metrics import metrics_view
 from purchases.api import CoursesApi, DashboardApi, EventsApi, PaymentWebhookApi
 from realtime.docs import websocket_docs
@@ -15,6 +15,8 @@ handler500 = "config.errors.json_500"
 urlpatterns = [
     path("", student_page, name="student-page"),
     path("healthz", healthz_view, name="healthz"),
+    path("livez", livez_view, name="livez"),
+    path("readyz", readyz_view, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/payments/webhook", PaymentWebhookApi.as_view(), name="payment-webhook"),
