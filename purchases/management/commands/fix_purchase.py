@@ -14,7 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from purchases import services
-from purchases.errors import DomainError
+from purchases.management.commands._errors import command_errors
 from purchases.models import Course
 
 ACTOR = "command:fix_purchase"
@@ -69,7 +69,7 @@ class Command(BaseCommand):
         course = Course.objects.filter(id=course_id).first()
         if course is None:
             raise CommandError(f"unknown course {course_id}: no course with this id")
-        try:
+        with command_errors():
             result = services.purchase_create(
                 payment_id=payment_id,
                 student_id=student_id,
@@ -78,8 +78,6 @@ class Command(BaseCommand):
                 currency=options["currency"] or course.currency,
                 actor=ACTOR,
             )
-        except DomainError as exc:
-            raise CommandError(f"{exc.code.replace('_', ' ')}: {exc.message}") from exc
         purchase = result.purchase
         if not result.created:
             if (purchase.student_id, purchase.course_id) != (student_id, course_id):
@@ -99,10 +97,8 @@ class Command(BaseCommand):
         )
 
     def _move(self, payment_id: str, course_id: int) -> None:
-        try:
+        with command_errors():
             result = services.purchase_move(payment_id=payment_id, course_id=course_id, actor=ACTOR)
-        except DomainError as exc:
-            raise CommandError(f"{exc.code.replace('_', ' ')}: {exc.message}") from exc
         purchase = result.purchase
         if not result.created:
             self.stdout.write(f"payment {payment_id!r} was already moved to course {course_id}: purchase {purchase.pk}")

@@ -10,7 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from purchases import services
-from purchases.errors import DomainError
+from purchases.management.commands._errors import command_errors
 
 ACTOR = "command:refund_purchase"
 
@@ -25,10 +25,8 @@ class Command(BaseCommand):
         payment_id: str = options["payment_id"].strip()
         if not payment_id:
             raise CommandError("payment id must not be empty")
-        try:
+        with command_errors():
             result = services.purchase_refund(payment_id=payment_id, actor=ACTOR)
-        except DomainError as exc:
-            raise CommandError(f"{exc.code.replace('_', ' ')}: {exc.message}") from exc
         if not result.created:
             self.stdout.write(f"purchase {result.purchase.pk} of payment {payment_id!r} was already refunded")
             return
