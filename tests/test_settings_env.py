@@ -1,13 +1,20 @@
-"""Settings from the environment: a bad value stops a process with one line naming it, no traceback."""
+"""Settings from the environment: a bad value stops a process with one line naming it, no traceback;
+Celery's time limits follow the handler lease, and a handler out of time hands its work back."""
 
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
-from tests.conftest import ROOT
+from allocation.models import Trainer
+from outbox.models import Delivery
+from outbox.relay import Relay
+from purchases.models import Course, Purchase
+from tests.conftest import ROOT, buy, wait_until
 
 
 def manage_check(**env: str) -> subprocess.CompletedProcess[str]:
@@ -52,3 +59,30 @@ def test_good_values_are_typed_and_celery_limits_follow_the_handler_lease() -> N
     lease = settings.OUTBOX_HANDLER_LEASE_SECONDS
     assert 0 < settings.CELERY_TASK_SOFT_TIME_LIMIT < settings.CELERY_TASK_TIME_LIMIT < lease
     assert manage_check().returncode == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("eager_celery")
+def test_a_handler_out_of_time_hands_its_deliveries_back_unattempted(
+    student: Any, course: Course, trainer: Trainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Celery's soft time limit (inside the lease) stops a slow handler: its deliveries go back
+    unattempted, not failed, and the next pass delivers them."""
+    from allocation import services
+
+    real, calls = services.trainer_allocate, []
+
+    def slow_once(**kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise SoftTimeLimitExceeded()
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "trainer_allocate", slow_once)
+    buy(student, course, "pay_slow")
+    Relay().drain()
+    delivery = Delivery.objects.get(sink="allocation.allocate_trainer")
+    assert delivery.status != "dead" and delivery.last_error == ""
+    wait_until(lambda: Relay().drain() is not None and Purchase.objects.get().status == "active", what="the retry")
+    delivery.refresh_from_db()
+    assert delivery.status == "done" and len(calls) == 2
