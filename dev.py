@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Developer entry point; needs only Python 3.11.
+"""Developer entry point; needs only CPython 3.11 or newer (3.11, 3.12 and 3.13 are tested).
 
     python3 dev.py run      the whole stack (embedded PostgreSQL + Redis unless DATABASE_URL/REDIS_URL)
     python3 dev.py test     lint, types, architecture and the test suite
@@ -7,7 +7,10 @@
     python3 dev.py pay --student ID --course ID     send a signed demo payment to the running stack
     python3 dev.py manage ARGS...                   a manage.py command against the same services
 
-Creates `.venv` from the hash-pinned `requirements.lock` on first use (and when the lock changes).
+Uses the Python it was started with: creates `.venv-<X.Y>` for it (and points `.venv` at it) from the
+hash-pinned locks on first use and when a lock changes: `requirements.lock` (what production runs) for
+`run` and `manage`, `requirements-dev.lock` (the same pins plus the test and lint tools) for `test` and
+`bench`. Both locks are universal: one file resolves for every supported Python.
 """
 
 import hashlib
@@ -24,34 +27,41 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-VENV = ROOT / ".venv"
+# One virtualenv per Python, so switching between 3.11 and 3.13 never reinstalls: `.venv-3.13`.
+VENV = ROOT / f".venv-{sys.version_info[0]}.{sys.version_info[1]}"
+LINK = ROOT / ".venv"  # the last one used, for `.venv/bin/python ...` in the docs
 LOCK = ROOT / "requirements.lock"
+DEV_LOCK = ROOT / "requirements-dev.lock"  # LOCK's pins plus the tools (it is compiled with -c LOCK)
 
 
 def venv_python() -> Path:
     return VENV / "bin" / "python"
 
 
-def ensure_python_311() -> None:
-    """The lock pins CPython 3.11 wheels: re-run under python3.11 if we were started by another Python."""
-    if sys.version_info[:2] == (3, 11):
-        return
-    other = shutil.which("python3.11")
-    if other:
-        os.execv(other, [other, *sys.argv])
-    raise SystemExit(f"dev.py needs Python 3.11 (this is {sys.version.split()[0]}); install python3.11 and retry")
+def ensure_supported_python() -> None:
+    if sys.version_info < (3, 11) or sys.implementation.name != "cpython":
+        raise SystemExit(
+            f"dev.py needs CPython 3.11 or newer (this is {sys.version.split()[0]}); install one and retry"
+        )
 
 
-def ensure_venv() -> None:
+def _digest(lock: Path) -> str:
+    return hashlib.sha256(lock.read_bytes()).hexdigest()
+
+
+def ensure_venv(lock: Path) -> None:
+    """Install `lock` unless it (or the dev lock, a superset with the same pins) is what is installed."""
     stamp = VENV / ".lock-sha256"
-    digest = hashlib.sha256(LOCK.read_bytes()).hexdigest()
-    if stamp.exists() and stamp.read_text() == digest and venv_python().exists():
+    installed = stamp.read_text().split() if stamp.exists() else []
+    good = {_digest(lock), _digest(DEV_LOCK)} if lock == LOCK else {_digest(lock)}
+    if venv_python().exists() and good & set(installed):
+        _link_venv()
         return
     if not venv_python().exists():
-        print("creating .venv (first run only) ...", flush=True)
+        print(f"creating {VENV.name} for Python {sys.version.split()[0]} (first run only) ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    print("installing pinned dependencies from requirements.lock (about a minute, first run only) ...", flush=True)
-    installed = subprocess.run(
+    print(f"installing pinned dependencies from {lock.name} (about a minute, first run only) ...", flush=True)
+    result = subprocess.run(
         [
             str(venv_python()),
             "-m",
@@ -61,13 +71,25 @@ def ensure_venv() -> None:
             "--disable-pip-version-check",
             "--require-hashes",
             "-r",
-            str(LOCK),
+            str(lock),
         ],
         check=False,
     )
-    if installed.returncode != 0:
-        raise SystemExit("installing requirements.lock into .venv failed (see pip's output above)")
-    stamp.write_text(digest)
+    if result.returncode != 0:
+        raise SystemExit(f"installing {lock.name} into {VENV.name} failed (see pip's output above)")
+    stamp.write_text(_digest(lock))
+    _link_venv()
+
+
+def _link_venv() -> None:
+    if LINK.is_symlink() and os.readlink(LINK) == VENV.name:
+        return
+    if LINK.exists() and not LINK.is_symlink():
+        # A `.venv` from before per-Python virtualenvs: replaced by the link.
+        shutil.rmtree(LINK)
+    tmp = ROOT / f".venv.tmp-{os.getpid()}"
+    tmp.symlink_to(VENV.name)
+    tmp.replace(LINK)
 
 
 def pay(argv: list[str]) -> int:
@@ -128,8 +150,8 @@ def main() -> int:
     command, rest = sys.argv[1], sys.argv[2:]
     if command == "pay":
         return pay(rest)
-    ensure_python_311()
-    ensure_venv()
+    ensure_supported_python()
+    ensure_venv(DEV_LOCK if command in {"test", "bench"} else LOCK)
     os.chdir(ROOT)
     # Hold Ctrl-C / SIGTERM across the exec: config.stack unblocks them once it can clean up.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})

@@ -14,6 +14,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import MutableMapping
@@ -66,7 +67,13 @@ class EmbeddedServices:
 
     def _start_postgres(self) -> str:
         _quiet_platformdirs()
-        import pgserver
+        try:
+            import pgserver
+        except ImportError:  # no pgserver build for this Python (3.13 and newer, see pyproject.toml)
+            raise SystemExit(
+                f"no embedded PostgreSQL on Python {sys.version_info[0]}.{sys.version_info[1]} (pgserver has no build "
+                "for it): set DATABASE_URL to a PostgreSQL server, or use Python 3.11 or 3.12"
+            ) from None
         import psycopg
 
         self._pg_attempted = True

@@ -4,20 +4,23 @@ Threads rather than more processes: the views mostly wait on PostgreSQL. Each pr
 DB_POOL_MAX_SIZE connections, which is kept at least WEB_THREADS so that no request thread waits for one.
 """
 
-import os
+from config.env import check, reader
+
+env = reader()
 
 # A container's port must be reachable from outside it; set HOST=127.0.0.1 to keep it local.
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"  # noqa: S104
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+bind = f"{env.str('HOST', '0.0.0.0')}:{env.int('PORT', 8000)}"  # noqa: S104
+workers = env.int("WEB_CONCURRENCY", 2)
 worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "8"))
+threads = env.int("WEB_THREADS", 8)
 # A request stuck longer than this (a hung database) gets its worker restarted instead of holding it.
-timeout = int(os.environ.get("WEB_TIMEOUT_SECONDS", "30"))
+timeout = env.int("WEB_TIMEOUT_SECONDS", 30)
 graceful_timeout = 20
 # Keep idle connections longer than a load balancer in front does (60 s is common), or it may send a
 # request on a connection gunicorn is closing and answer 502.
-keepalive = int(os.environ.get("WEB_KEEPALIVE_SECONDS", "75"))
-accesslog = "-" if os.environ.get("WEB_ACCESS_LOG") == "1" else None
+keepalive = env.int("WEB_KEEPALIVE_SECONDS", 75)
+accesslog = "-" if env.bool("WEB_ACCESS_LOG", False) else None
+check(env)
 errorlog = "-"
 # Gunicorn's control socket (a file under $HOME) is not used by anything here.
 control_socket_disable = True

@@ -1,40 +1,43 @@
-"""Settings, all configuration by environment (see README).
+"""Settings, all configuration by environment (see README), read by one typed reader (`config.env`).
 
 DATABASE_URL and REDIS_URL are required here; `config.embedded` supplies them (real embedded servers)
-when a developer runs the stack or the tests without them.
+when a developer runs the stack or the tests without them. A bad or missing value stops the process
+with one line naming the variable (`check(env)` below), not a traceback.
 """
 
+import logging
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
+from marshmallow.validate import OneOf, Range
+
+from config.env import check, fail, reader
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+env = reader()
+_POSITIVE = Range(min=1)
+_NON_NEGATIVE = Range(min=0)
+_SECONDS = Range(min=0, min_inclusive=False)
 
-
-def _env_bool(name: str, default: bool) -> bool:
-    return os.environ.get(name, str(default)).lower() in {"1", "true", "yes", "on"}
-
-
-DEBUG = _env_bool("DJANGO_DEBUG", False)
+DEBUG = env.bool("DJANGO_DEBUG", False)
 # `dev.py run|test|manage` sets COURSECHAIN_DEV=1: local defaults for the secrets below. Without it
 # (production) a missing secret stops the process instead of accepting forged payments.
-DEV_DEFAULTS = _env_bool("COURSECHAIN_DEV", False)
+DEV_DEFAULTS = env.bool("COURSECHAIN_DEV", False)
 
 
 def _secret(name: str, dev_default: str) -> str:
-    value = os.environ.get(name, "")
+    value = env.str(name, "")
     if value:
         return value
     if DEV_DEFAULTS:
         return dev_default
-    raise ImproperlyConfigured(f"{name} must be set (or COURSECHAIN_DEV=1 for local development)")
+    fail(f"{name} must be set (or COURSECHAIN_DEV=1 for local development)")
 
 
 SECRET_KEY = _secret("DJANGO_SECRET_KEY", "coursechain-dev-only-" + str(BASE_DIR))
-ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "*").split(",")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["*"])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -46,6 +49,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from this pinned package: /api/docs/ works offline
     "channels",
     "outbox",
     "purchases",
@@ -83,10 +87,10 @@ TEMPLATES = [
     },
 ]
 
-DATABASE_URL = os.environ.get("DATABASE_URL", "")
-REDIS_URL = os.environ.get("REDIS_URL", "")
+DATABASE_URL = env.str("DATABASE_URL", "")
+REDIS_URL = env.str("REDIS_URL", "")
 if not DATABASE_URL or not REDIS_URL:
-    raise RuntimeError(
+    fail(
         "DATABASE_URL and REDIS_URL must be set; `python3 dev.py run|test` starts embedded servers "
         "and sets them for you."
     )
@@ -101,12 +105,15 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0
 DATABASES["default"].setdefault("OPTIONS", {}).update(
     {
         "pool": {
-            "min_size": int(os.environ.get("DB_POOL_MIN_SIZE", "1")),
-            "max_size": int(os.environ.get("DB_POOL_MAX_SIZE", "10")),
-            "timeout": float(os.environ.get("DB_POOL_TIMEOUT_SECONDS", "20")),
+            "min_size": env.int("DB_POOL_MIN_SIZE", 1, validate=_NON_NEGATIVE),
+            "max_size": env.int("DB_POOL_MAX_SIZE", 10, validate=_POSITIVE),
+            "timeout": env.float("DB_POOL_TIMEOUT_SECONDS", 20.0, validate=_SECONDS),
         },
         # Lets operators (and the chaos tests) tell the web, relay and worker connections apart.
-        "application_name": os.environ.get("DB_APPLICATION_NAME", "coursechain"),
+        "application_name": env.str("DB_APPLICATION_NAME", "coursechain"),
+        # An unreachable server (a dropped packet, not a refusal) is reported after this, with its
+        # cause, instead of hanging on the kernel's TCP timeout.
+        "connect_timeout": env.int("DB_CONNECT_TIMEOUT_SECONDS", 5, validate=_POSITIVE),
     }
 )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -131,12 +138,12 @@ CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # Without socket timeouts a Redis that stalls (rather than refusing) would hang the relay's enqueue.
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": 5, "socket_connect_timeout": 3}
-CELERY_TASK_ALWAYS_EAGER = _env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", False)
 # Celery's Django fixup closes the whole connection pool before and after every task in a prefork
 # worker, so each task paid for a new PostgreSQL backend (at 50 purchases/s, about a sixth of the
 # machine's CPU). With this it does so only every 2N tasks; between tasks config/celery.py hands
 # the connection back to the pool instead.
-CELERY_DB_REUSE_MAX = int(os.environ.get("CELERY_DB_REUSE_MAX", "1000"))
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", 1000, validate=_POSITIVE)
 
 # The channel layer carries the relay's pushes to the WebSocket consumers (realtime/README.md, "Slow
 # and dead clients"). It is a best-effort pipe: the outbox is the record, and a consumer repairs any
@@ -156,8 +163,8 @@ CHANNEL_LAYERS = {
                 {
                     "address": REDIS_URL,
                     "socket_timeout": 10,
-                    "max_connections": int(os.environ.get("CHANNEL_LAYER_POOL_SIZE", "100")),
-                    "timeout": float(os.environ.get("CHANNEL_LAYER_POOL_TIMEOUT_SECONDS", "30")),
+                    "max_connections": env.int("CHANNEL_LAYER_POOL_SIZE", 100, validate=_POSITIVE),
+                    "timeout": env.float("CHANNEL_LAYER_POOL_TIMEOUT_SECONDS", 30.0, validate=_SECONDS),
                 }
             ],
             "prefix": "cc:chan",
@@ -167,40 +174,45 @@ CHANNEL_LAYERS = {
             # absorb a burst of relay batches (OUTBOX_BATCH_SIZE=500 students per batch, a few relays);
             # a socket that stops reading is dropped after REALTIME_SEND_TIMEOUT_SECONDS, so its buffer
             # rarely fills. A dropped push is repaired from the database on the next push or ping.
-            "capacity": int(os.environ.get("CHANNEL_LAYER_CAPACITY", "1000")),
+            "capacity": env.int("CHANNEL_LAYER_CAPACITY", 1000, validate=_POSITIVE),
             # Seconds a message may wait in Redis. A healthy server drains in milliseconds; a message
             # this old belongs to a server process that died or hangs, whose clients reconnect and
             # replay with ?after=. Short, so a dead process's key stops holding memory soon.
-            "expiry": int(os.environ.get("CHANNEL_LAYER_EXPIRY_SECONDS", "30")),
+            "expiry": env.int("CHANNEL_LAYER_EXPIRY_SECONDS", 30, validate=_POSITIVE),
             # Group members are forgotten after this; live consumers re-join every quarter of it, so
             # only channels of crashed server processes (which never left) age out, within the hour.
-            "group_expiry": int(os.environ.get("CHANNEL_LAYER_GROUP_EXPIRY_SECONDS", "3600")),
+            "group_expiry": env.int("CHANNEL_LAYER_GROUP_EXPIRY_SECONDS", 3600, validate=_POSITIVE),
         },
     }
 }
 # A WebSocket send blocked this long (the client's TCP window and our buffers are full) drops the
 # client, which reconnects with ?after=<last seq>. Generous for slow mobile links: the server buffers
 # ~64 KiB plus the kernel's socket buffer before a send blocks at all.
-REALTIME_SEND_TIMEOUT_SECONDS = float(os.environ.get("REALTIME_SEND_TIMEOUT_SECONDS", "10"))
+REALTIME_SEND_TIMEOUT_SECONDS = env.float("REALTIME_SEND_TIMEOUT_SECONDS", 10.0, validate=_SECONDS)
 # -- Sockets: the live registry of open sockets, the per-student cap, the channel layer's pool -----
 # (realtime/registry.py, realtime/README.md "Sockets end when they should").
 # Open sockets per student across every `ws` process; one more is closed with 4429.
-REALTIME_MAX_SOCKETS_PER_STUDENT = int(os.environ.get("REALTIME_MAX_SOCKETS_PER_STUDENT", "20"))
+REALTIME_MAX_SOCKETS_PER_STUDENT = env.int("REALTIME_MAX_SOCKETS_PER_STUDENT", 20, validate=_POSITIVE)
 # A `ws` process refreshes its sockets' registry entries every quarter of this; a killed process's
 # entries (and the slots they hold) expire after it.
-REALTIME_REGISTRY_TTL_SECONDS = float(os.environ.get("REALTIME_REGISTRY_TTL_SECONDS", "10"))
+REALTIME_REGISTRY_TTL_SECONDS = env.float("REALTIME_REGISTRY_TTL_SECONDS", 10.0, validate=_SECONDS)
 REALTIME_REGISTRY_PREFIX = "cc:ws"
 # CHANNEL_LAYER_POOL_SIZE (100) bounds each `ws`/relay process's channel-layer connections; a caller
 # past it waits up to CHANNEL_LAYER_POOL_TIMEOUT_SECONDS (30) for one instead of failing (300 sockets
 # closing at once all need one for group_discard). Read in CHANNEL_LAYERS above.
 # Where browsers open the event stream, e.g. `ws://127.0.0.1:8001` when the `ws` process listens on its
 # own port (`dev.py run`); empty means the page's own origin (a router sends /ws/ to the `ws` process).
-REALTIME_WS_URL = os.environ.get("REALTIME_WS_URL", "").rstrip("/")
+REALTIME_WS_URL = env.str("REALTIME_WS_URL", "").rstrip("/")
+# The student page pings its socket this often and calls it dead (badge "reconnecting…", reconnect)
+# when no pong comes back within the timeout: a half-open connection is otherwise noticed only after
+# TCP gives up, many seconds later.
+STUDENT_PAGE_PING_SECONDS = env.float("STUDENT_PAGE_PING_SECONDS", 20.0, validate=_SECONDS)
+STUDENT_PAGE_PONG_TIMEOUT_SECONDS = env.float("STUDENT_PAGE_PONG_TIMEOUT_SECONDS", 10.0, validate=_SECONDS)
 
 # Read models (the dashboard) live in Redis; the TTL is a safety net, the relay invalidates.
 READ_CACHE_URL = REDIS_URL
-READ_CACHE_PREFIX = os.environ.get("READ_CACHE_PREFIX", "cc:rm")
-READ_CACHE_TTL_SECONDS = int(os.environ.get("READ_CACHE_TTL_SECONDS", "3600"))
+READ_CACHE_PREFIX = env.str("READ_CACHE_PREFIX", "cc:rm")
+READ_CACHE_TTL_SECONDS = env.int("READ_CACHE_TTL_SECONDS", 3600, validate=_POSITIVE)
 
 # Webhook: comma-separated secrets so two can be active during a rotation.
 PAYMENT_WEBHOOK_SECRETS = [
@@ -209,23 +221,24 @@ PAYMENT_WEBHOOK_SECRETS = [
 PAYMENT_WEBHOOK_TOLERANCE_SECONDS = 300
 
 # Outbox relay tuning.
-OUTBOX_BATCH_SIZE = int(os.environ.get("OUTBOX_BATCH_SIZE", "500"))
-OUTBOX_LEASE_SECONDS = float(os.environ.get("OUTBOX_LEASE_SECONDS", "30"))
-OUTBOX_HANDLER_LEASE_SECONDS = float(os.environ.get("OUTBOX_HANDLER_LEASE_SECONDS", "60"))
-OUTBOX_POLL_SECONDS = float(os.environ.get("OUTBOX_POLL_SECONDS", "1.0"))
-OUTBOX_MAX_ATTEMPTS = int(os.environ.get("OUTBOX_MAX_ATTEMPTS", "10"))
-OUTBOX_BACKOFF_BASE_SECONDS = float(os.environ.get("OUTBOX_BACKOFF_BASE_SECONDS", "1.0"))
-OUTBOX_BACKOFF_MAX_SECONDS = float(os.environ.get("OUTBOX_BACKOFF_MAX_SECONDS", "300"))
+OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", 500, validate=_POSITIVE)
+OUTBOX_LEASE_SECONDS = env.float("OUTBOX_LEASE_SECONDS", 30.0, validate=_SECONDS)
+OUTBOX_HANDLER_LEASE_SECONDS = env.float("OUTBOX_HANDLER_LEASE_SECONDS", 60.0, validate=_SECONDS)
+OUTBOX_POLL_SECONDS = env.float("OUTBOX_POLL_SECONDS", 1.0, validate=_SECONDS)
+OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", 10, validate=_POSITIVE)
+OUTBOX_BACKOFF_BASE_SECONDS = env.float("OUTBOX_BACKOFF_BASE_SECONDS", 1.0, validate=_SECONDS)
+OUTBOX_BACKOFF_MAX_SECONDS = env.float("OUTBOX_BACKOFF_MAX_SECONDS", 300.0, validate=_SECONDS)
 
 # Scheduling (sessions_app): sessions start no earlier than the lead time from now, a purchase's first
 # session no later than the horizon, on a grid of this many minutes from each availability window's start.
-SCHEDULING_LEAD_HOURS = float(os.environ.get("SCHEDULING_LEAD_HOURS", "24"))
-SCHEDULING_HORIZON_WEEKS = int(os.environ.get("SCHEDULING_HORIZON_WEEKS", "26"))
-SCHEDULING_STEP_MINUTES = int(os.environ.get("SCHEDULING_STEP_MINUTES", "30"))
+SCHEDULING_LEAD_HOURS = env.float("SCHEDULING_LEAD_HOURS", 24.0, validate=Range(min=0))
+SCHEDULING_HORIZON_WEEKS = env.int("SCHEDULING_HORIZON_WEEKS", 26, validate=_POSITIVE)
+SCHEDULING_STEP_MINUTES = env.int("SCHEDULING_STEP_MINUTES", 30, validate=Range(min=1, max=1440))
 
 # /metrics: set METRICS_TOKEN to require `Authorization: Bearer <token>`. Relays and workers write
 # their counters to PROMETHEUS_MULTIPROC_DIR (shared by the processes of one host; clear it on deploy).
-METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+METRICS_TOKEN = env.str("METRICS_TOKEN", "")
+# prometheus-client reads it from the environment itself, so the default is written there too.
 PROMETHEUS_MULTIPROC_DIR = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(BASE_DIR / ".data" / "prometheus"))
 Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 
@@ -245,8 +258,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "COMPONENT_SPLIT_REQUEST": True,
-    "DESCRIPTION": "Course purchases: payment webhook, the student's dashboard and event feed. "
-    'Every error is {"error": {"code", "message", "details"}}.',
+    "DESCRIPTION": "Course purchases: the payment webhook, the student's dashboard and event feed.\n\n"
+    'Every error has one shape, `{"error": {"code": "snake_case", "message": "human text", "details": {}}}`, '
+    "with a 4xx status; never a 5xx for bad input.\n\n"
+    "Live updates: the [WebSocket event stream](/api/docs/websocket/) (URL, close codes, replay and resume).",
+    "EXTERNAL_DOCS": {"description": "WebSocket event stream", "url": "/api/docs/websocket/"},
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
@@ -257,6 +276,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / ".data" / "static"
 
+_LOG_FORMATS = OneOf(["plain", "json"])
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -265,8 +285,21 @@ LOGGING = {
         "json": {"()": "config.logging.JsonFormatter"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": os.environ.get("LOG_FORMAT", "plain")},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": env.str("LOG_FORMAT", "plain", validate=_LOG_FORMATS),
+        },
     },
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": env.log_level("LOG_LEVEL", logging.INFO)},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Last: every variable above has been read; refuse the bad ones, all in one line.
+check(env)
+
+# A handler delivery is redelivered once its lease runs out (OUTBOX_HANDLER_LEASE_SECONDS), so a task
+# must be stopped before then, or a slow handler would run twice side by side. The soft limit raises
+# SoftTimeLimitExceeded inside the handler (its transaction rolls back, the delivery is retried with
+# backoff); the hard limit kills the worker child a little later, still inside the lease.
+CELERY_TASK_SOFT_TIME_LIMIT = max(1, int(OUTBOX_HANDLER_LEASE_SECONDS * 0.75))
+CELERY_TASK_TIME_LIMIT = max(CELERY_TASK_SOFT_TIME_LIMIT + 1, int(OUTBOX_HANDLER_LEASE_SECONDS * 0.9))

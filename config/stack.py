@@ -25,7 +25,7 @@ from types import FrameType
 from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
-from config import commands
+from config import browser, commands
 from config.embedded import EmbeddedServices, default_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -361,6 +361,12 @@ def _run_foreground(cmd: list[str], env: dict[str, str]) -> tuple[int, bool]:
 
 
 def test(args: list[str]) -> int:
+    try:
+        # The browser tests' Chromium, provided like the services (first, so a missing one stops at once).
+        os.environ["CHROMIUM_PATH"] = browser.provide()
+    except browser.NoBrowser as exc:
+        say(str(exc))
+        return 1
     services = EmbeddedServices(default_data_dir())
     try:
         env = _env(services, redis_name="test-redis")

@@ -10,6 +10,7 @@ import os
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ.setdefault("COURSECHAIN_PROCESS", "web")  # what /readyz checks (outbox/health.py)
 django_wsgi_app = get_wsgi_application()
 
 from django.contrib.staticfiles.handlers import StaticFilesHandler  # noqa: E402

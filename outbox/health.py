@@ -1,5 +1,18 @@
-"""/healthz: can this deployment take payments and deliver their events right now?"""
+"""Liveness, readiness and health of the HTTP processes.
 
+- `/livez`: the process answers (no dependency is asked): restart it only when this fails.
+- `/readyz`: this process can do its job now, judged by what it needs: `web` (the webhook, the API,
+  the admin) needs PostgreSQL only (the webhook touches nothing else, DESIGN invariant 6); `ws` (the
+  sockets) needs PostgreSQL and Redis (the channel layer). 503 takes it out of the load balancer.
+- `/healthz`: readiness plus the whole delivery path in the body: Redis and the relay's heartbeat
+  (`outbox status --check` alerts on them). A dead relay delays delivery but loses nothing, so it
+  makes the body "degraded", never `web` unready.
+
+The process kind comes from `COURSECHAIN_PROCESS`, which `config/wsgi.py` ("web") and `config/asgi.py`
+("ws") set by default.
+"""
+
+import os
 from datetime import timedelta
 
 import redis
@@ -13,36 +26,68 @@ from redis.retry import Retry
 from outbox.models import RelayHeartbeat
 
 RELAY_STALE_AFTER = timedelta(seconds=30)
+NEEDS = {"web": ("database",), "ws": ("database", "redis")}
+
+Check = dict[str, object]
 
 
-def healthz_view(request: HttpRequest) -> JsonResponse:
-    """200 when the database, Redis and at least one relay (beat within 30 s) are up; 503 otherwise.
-
-    The database is the one hard dependency for taking payments; Redis or the relay being down
-    delays delivery but loses nothing, which the body says.
-    """
-    checks: dict[str, dict[str, object]] = {}
+def _database() -> Check:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-        checks["database"] = {"ok": True}
+        return {"ok": True}
     except Exception as exc:
-        checks["database"] = {"ok": False, "error": str(exc)[:200]}
+        return {"ok": False, "error": str(exc)[:200]}
+
+
+def _redis() -> Check:
     try:
         redis.Redis.from_url(
             settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
         ).ping()
-        checks["redis"] = {"ok": True}
+        return {"ok": True}
     except Exception as exc:
-        checks["redis"] = {"ok": False, "error": str(exc)[:200]}
-    if checks["database"]["ok"]:
+        return {"ok": False, "error": str(exc)[:200]}
+
+
+def _relay() -> Check:
+    try:
         beat = RelayHeartbeat.objects.order_by("-beat_at").first()
-        age = (timezone.now() - beat.beat_at) if beat else None
-        checks["relay"] = {
-            "ok": age is not None and age < RELAY_STALE_AFTER,
-            "last_beat_seconds_ago": round(age.total_seconds(), 1) if age is not None else None,
-        }
-    else:
-        checks["relay"] = {"ok": False, "error": "database unavailable"}
+    except Exception:
+        return {"ok": False, "error": "database unavailable"}
+    age = (timezone.now() - beat.beat_at) if beat else None
+    return {
+        "ok": age is not None and age < RELAY_STALE_AFTER,
+        "last_beat_seconds_ago": round(age.total_seconds(), 1) if age is not None else None,
+    }
+
+
+def process_kind() -> str:
+    kind = os.environ.get("COURSECHAIN_PROCESS", "web")
+    return kind if kind in NEEDS else "web"
+
+
+def livez_view(request: HttpRequest) -> JsonResponse:
+    """200 whenever the process can answer at all."""
+    return JsonResponse({"status": "ok", "process": process_kind()})
+
+
+def readyz_view(request: HttpRequest) -> JsonResponse:
+    """200 when what this process needs answers; 503 otherwise, naming what failed."""
+    kind = process_kind()
+    probes = {"database": _database, "redis": _redis}
+    checks = {name: probes[name]() for name in NEEDS[kind]}
+    ready = all(check["ok"] for check in checks.values())
+    return JsonResponse(
+        {"status": "ready" if ready else "unready", "process": kind, "checks": checks}, status=200 if ready else 503
+    )
+
+
+def healthz_view(request: HttpRequest) -> JsonResponse:
+    """Readiness as the status code; every part of the delivery path in the body ("ok" or "degraded")."""
+    kind = process_kind()
+    checks = {"database": _database(), "redis": _redis(), "relay": _relay()}
+    ready = all(checks[name]["ok"] for name in NEEDS[kind])
     healthy = all(check["ok"] for check in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "degraded", "checks": checks}, status=200 if healthy else 503)
+    body = {"status": "ok" if healthy else "degraded", "process": kind, "ready": ready, "checks": checks}
+    return JsonResponse(body, status=200 if ready else 503)

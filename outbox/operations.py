@@ -133,6 +133,7 @@ def deliveries_retry(
     student_id: int | None = None,
     include_failing: bool = False,
     batch_size: int = 500,
+    dry_run: bool = False,
     on_progress: Progress | None = None,
 ) -> RetryResult:
     """Requeue dead deliveries (and, with `include_failing`, pending ones that are backing off
@@ -144,6 +145,7 @@ def deliveries_retry(
     a NOTIFY, so relays start on the first batch while later ones are still being requeued.
     Handlers are exactly-once through their inbox, so requeueing is always safe.
     Raises `UnknownDeliveries` before writing anything if an id in `ids` does not exist.
+    With `dry_run`, `requeued` is how many match now, and nothing is written.
     """
     retryable = Q(status=Delivery.Status.DEAD)
     if include_failing:
@@ -162,6 +164,8 @@ def deliveries_retry(
     if student_id is not None:
         selection = selection.filter(student_id=student_id)
     total = selection.count()  # open deliveries only (partial index), never the history
+    if dry_run:
+        return RetryResult(requeued=total, skipped_ids=skipped)
     requeued, last_id = 0, 0
     while True:
         with transaction.atomic():
@@ -230,7 +234,12 @@ def events_purge(
                 break
             cursor.execute(_PURGEABLE_SQL, {"ids": ids, "cutoff": cutoff})
             doomed = [row[0] for row in cursor.fetchall()]
-            if doomed and not dry_run:
+            if doomed and dry_run:
+                cursor.execute("SELECT count(*) FROM outbox_delivery WHERE event_id = ANY(%s)", [doomed])
+                deliveries += cursor.fetchone()[0]
+                cursor.execute("SELECT count(*) FROM outbox_inboxentry WHERE event_id = ANY(%s)", [doomed])
+                inbox += cursor.fetchone()[0]
+            elif doomed:
                 # Children first: Django's CASCADE is not in the database schema.
                 cursor.execute("DELETE FROM outbox_delivery WHERE event_id = ANY(%s)", [doomed])
                 deliveries += cursor.rowcount

@@ -20,6 +20,7 @@ import time
 import traceback
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection, transaction
 
 from outbox import deliveries, metrics, registry
@@ -30,6 +31,17 @@ logger = logging.getLogger(__name__)
 
 
 def run_handler_batch(*, sink: str, delivery_ids: list[int]) -> None:
+    """Apply `sink`'s handler to the deliveries. Stopped by Celery's soft time limit (set inside the
+    handler lease, see settings), it hands back what it has not finished, unattempted: running out of
+    time is not the handler's failure, and the next relay pass delivers the rest."""
+    try:
+        _run_batch(sink=sink, delivery_ids=delivery_ids)
+    except SoftTimeLimitExceeded:
+        logger.warning("handler %s: out of time (soft time limit); handing back the unfinished deliveries", sink)
+        deliveries.release(list(delivery_ids))  # only those still in flight: done ones stay done
+
+
+def _run_batch(*, sink: str, delivery_ids: list[int]) -> None:
     handler = registry.get(sink)
     # The batch's deliveries and their (immutable) events in two queries, not two per delivery.
     found: dict[int, tuple[int, Any]] = {}
@@ -51,6 +63,8 @@ def run_handler_batch(*, sink: str, delivery_ids: list[int]) -> None:
             started = time.perf_counter()
             try:
                 stuck = _apply(handler, chunk, found, events, lock_timeout=CHUNK_LOCK_TIMEOUT)
+            except SoftTimeLimitExceeded:
+                raise
             except Exception as exc:  # a handler raised, a lock wait timed out, or COMMIT was refused
                 logger.info("handler %s: chunk of %d rolled back (%r); one by one", sink, len(chunk), exc)
                 _learn(sink, None)
@@ -83,6 +97,8 @@ def _run_alone(
     started = time.perf_counter()
     try:
         stuck = _apply(handler, [delivery_id], found, events, lock_timeout=None)
+    except SoftTimeLimitExceeded:
+        raise
     except Exception as exc:
         blocked.add(student_id)
         metrics.HANDLER_FAILURES.labels(handler.name).inc()

@@ -64,6 +64,10 @@ class PurchaseAddForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         student, course, payment_id = data.get("student"), data.get("course"), data.get("payment_id")
+        if student and (student.is_staff or student.is_superuser):
+            raise forms.ValidationError(
+                f"User {student.pk} is staff or a superuser, not a student: only students can hold purchases."
+            )
         existing = Purchase.objects.filter(payment__provider_payment_id=payment_id).first() if payment_id else None
         if existing and student and course and (existing.student_id, existing.course_id) != (student.pk, course.pk):
             raise forms.ValidationError(
@@ -82,7 +86,7 @@ class PurchaseAdmin(admin.ModelAdmin):
     search_help_text = "Exact payment id, or the student's username or email"
     ordering = ("-id",)
     raw_id_fields = ("student",)
-    actions = ("rerun_allocation", "refund", "resync_students")
+    actions = ("rerun_allocation", "refund", "move_to_course", "resync_students")
     view_fields = ("payment", "student", "course", "status", "trainer", "sessions_summary", "created_at", "updated_at")
 
     # -- permissions: add through the service, change only through actions ---------------------------
@@ -215,6 +219,35 @@ class PurchaseAdmin(admin.ModelAdmin):
         for payment_id in refundable.values_list("payment__provider_payment_id", flat=True):
             refunded += services.purchase_refund(payment_id=payment_id, actor=admin_actor(request)).created
         self.message_user(request, f"Refunded {refunded} purchase(s): trainers freed, future sessions get cancelled.")
+        return None
+
+    @admin.action(description="Move selected purchases to another course", permissions=["operate"])
+    def move_to_course(self, request: HttpRequest, queryset: QuerySet[Purchase]) -> HttpResponse | None:
+        """`purchase_move`, as `fix_purchase --move-to-course`: refund and new purchase in one transaction."""
+        movable = queryset.exclude(status=Purchase.Status.REFUNDED).select_related("payment", "student", "course")
+        course = Course.objects.filter(pk=request.POST.get("course") or 0).first()
+        if request.POST.get("confirm") != "yes" or course is None:
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Move purchases to another course?",
+                "opts": self.model._meta,
+                "purchases": list(movable),
+                "courses": Course.objects.order_by("title"),
+                "selected_ids": [str(pk) for pk in queryset.values_list("pk", flat=True)],
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            }
+            return TemplateResponse(request, "admin/purchases/purchase/move_confirmation.html", context)
+        moved, refused = 0, []
+        for payment_id in movable.values_list("payment__provider_payment_id", flat=True):
+            try:
+                moved += services.purchase_move(
+                    payment_id=payment_id, course_id=course.pk, actor=admin_actor(request)
+                ).created
+            except DomainError as exc:
+                refused.append(f"{payment_id}: {exc.message}")
+        self.message_user(request, f"Moved {moved} purchase(s) to {course.title}: each refunded and bought anew.")
+        if refused:
+            self.message_user(request, "Not moved: " + "; ".join(refused), messages.WARNING)
         return None
 
     @admin.action(

@@ -10,26 +10,20 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpResponse
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import ApiError
 from outbox.selectors import student_events_after
-from purchases import selectors, services, webhook
+from purchases import api_docs, selectors, services, webhook
 from purchases.errors import DomainError
 from purchases.models import Course
 from purchases.serializers import (
     CourseSerializer,
-    DashboardSerializer,
-    ErrorSerializer,
-    EventsPageSerializer,
     PaymentDataSerializer,
-    PaymentWebhookSerializer,
     ProviderEventEnvelopeSerializer,
-    WebhookResultSerializer,
 )
 
 logger = logging.getLogger(__name__)
@@ -40,42 +34,11 @@ _DIGITS = re.compile(r"[0-9]{1,18}")
 EVENTS_PAGE_LIMIT = 500
 
 
-def _errors(*codes: tuple[int, str]) -> dict[int, OpenApiResponse]:
-    return {status: OpenApiResponse(ErrorSerializer, description=text) for status, text in codes}
-
-
 class PaymentWebhookApi(APIView):
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
 
-    @extend_schema(
-        operation_id="payment_webhook",
-        summary="Payment provider webhook",
-        description=(
-            "Signed by the provider: `Payment-Signature: t=<unix seconds>,v1=<hex>` where `<hex>` is "
-            "HMAC-SHA256 with the shared secret over `<t>.<raw body>`. Several `v1=` values may be sent "
-            "(secret rotation); `t` more than 300 s from now is rejected. Every duplicate of a payment "
-            "answers 200 with the same purchase. Unknown event types are recorded and acknowledged."
-        ),
-        request=PaymentWebhookSerializer,
-        parameters=[
-            OpenApiParameter(
-                "Payment-Signature",
-                OpenApiTypes.STR,
-                location=OpenApiParameter.HEADER,
-                required=True,
-                description="t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>'>[,v1=<hex>...]",
-            )
-        ],
-        responses={
-            200: WebhookResultSerializer,
-            **_errors(
-                (400, "invalid_signature, or malformed_body"),
-                (413, "body_too_large"),
-                (422, "unknown_student, unknown_course or unknown_payment"),
-            ),
-        },
-    )
+    @extend_schema(**api_docs.WEBHOOK)
     def post(self, request: Request) -> Response:
         declared = request.META.get("CONTENT_LENGTH") or "0"
         if not _DIGITS.fullmatch(declared) or int(declared) > MAX_WEBHOOK_BODY:
@@ -142,12 +105,7 @@ def _validated(serializer_class: type[Any], value: Any, *, prefix: str = "") -> 
 
 
 class DashboardApi(APIView):
-    @extend_schema(
-        operation_id="me_dashboard",
-        summary="The student's purchases, trainers and sessions",
-        description="Served from a cache that only the relay invalidates; `seq` is the last event it reflects.",
-        responses={200: DashboardSerializer, **_errors((401, "not_authenticated"))},
-    )
+    @extend_schema(**api_docs.DASHBOARD)
     def get(self, request: Request) -> HttpResponse:
         body, from_cache = selectors.dashboard_json(student=request.user)
         response = HttpResponse(body, content_type="application/json")
@@ -156,15 +114,7 @@ class DashboardApi(APIView):
 
 
 class EventsApi(APIView):
-    @extend_schema(
-        operation_id="me_events",
-        summary="The student's events after a cursor",
-        description=(
-            "Events in seq order, at most 500 per page; pass the returned `seq` as `after` for the next page."
-        ),
-        parameters=[OpenApiParameter("after", OpenApiTypes.INT, description="Return events with seq > after (0).")],
-        responses={200: EventsPageSerializer, **_errors((400, "invalid_request"), (401, "not_authenticated"))},
-    )
+    @extend_schema(**api_docs.EVENTS)
     def get(self, request: Request) -> Response:
         raw_after = request.query_params.get("after", "0")
         if not _DIGITS.fullmatch(raw_after):
@@ -178,10 +128,6 @@ class EventsApi(APIView):
 
 
 class CoursesApi(APIView):
-    @extend_schema(
-        operation_id="courses_list",
-        summary="Courses on sale",
-        responses={200: CourseSerializer(many=True), **_errors((401, "not_authenticated"))},
-    )
+    @extend_schema(**api_docs.COURSES)
     def get(self, request: Request) -> Response:
         return Response(CourseSerializer(Course.objects.order_by("id"), many=True).data)

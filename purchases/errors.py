@@ -20,3 +20,13 @@ class UnknownCourse(DomainError):
 
 class UnknownPayment(DomainError):
     code = "unknown_payment"
+
+
+class NotAStudent(DomainError):
+    """Only students hold purchases: staff and superusers are operators, never buyers."""
+
+    code = "not_a_student"
+
+
+class MoveToSameCourse(DomainError):
+    code = "same_course"

@@ -13,7 +13,7 @@ from rest_framework.authtoken.models import Token
 from outbox import services as outbox
 from outbox.models import OutboxEvent
 from outbox.services import Cause
-from purchases.errors import UnknownCourse, UnknownPayment, UnknownStudent
+from purchases.errors import MoveToSameCourse, NotAStudent, UnknownCourse, UnknownPayment, UnknownStudent
 from purchases.models import Course, Payment, ProviderEvent, Purchase, StudentProfile
 
 
@@ -87,13 +87,15 @@ def purchase_create(
     amount: Decimal,
     currency: str,
     actor: str,
+    correlation_id: str | None = None,
 ) -> PurchaseResult:
     """Turn a successful payment into a purchase and emit `purchase.created`.
 
     Idempotent by `payment_id`, also under concurrency: every call for the same payment returns the
     same purchase, and only the first one writes anything or emits. The event's correlation id is
-    the payment id; `actor` says who asked (webhook, admin user, command).
-    Raises `UnknownStudent` / `UnknownCourse` before writing anything.
+    the payment id unless `correlation_id` names the chain it continues (a move); `actor` says who
+    asked (webhook, admin user, command).
+    Raises `UnknownStudent` / `NotAStudent` / `UnknownCourse` before writing anything.
     """
     with transaction.atomic():
         existing = Purchase.objects.filter(payment__provider_payment_id=payment_id).first()
@@ -102,6 +104,11 @@ def purchase_create(
         student = get_user_model().objects.filter(id=student_id, is_active=True).first()
         if student is None:
             raise UnknownStudent(f"no active student with id {student_id}", student_id=student_id)
+        if student.is_staff or student.is_superuser:
+            raise NotAStudent(
+                f"user {student_id} is staff or a superuser, not a student: only students can hold purchases",
+                student_id=student_id,
+            )
         course = Course.objects.filter(id=course_id).first()
         if course is None:
             raise UnknownCourse(f"no course with id {course_id}", course_id=course_id)
@@ -122,9 +129,47 @@ def purchase_create(
                 "amount": str(payment.amount),
                 "currency": payment.currency,
             },
-            cause=Cause(actor=actor, correlation_id=payment_id),
+            cause=Cause(actor=actor, correlation_id=correlation_id or payment_id),
         )
         return PurchaseResult(purchase=purchase, created=True)
+
+
+def moved_payment_id(payment_id: str, course_id: int) -> str:
+    """The payment id of the purchase a move creates: derived, so repeating the move finds it."""
+    return f"{payment_id}>course-{course_id}"
+
+
+def purchase_move(*, payment_id: str, course_id: int, actor: str) -> PurchaseResult:
+    """Move a purchase to another course: refund it and create the new purchase in ONE transaction.
+
+    Both events (`purchase.refunded`, then `purchase.created`) carry the original payment id as their
+    correlation id, so `trace <payment_id>` shows the whole move as one chain; the new purchase's
+    payment is `moved_payment_id(...)` with the original amount and currency. Idempotent: repeating a
+    move returns the purchase it made (`created` False). Raises `UnknownPayment`, `UnknownCourse` or
+    `MoveToSameCourse` before writing anything.
+    """
+    target = moved_payment_id(payment_id, course_id)
+    with transaction.atomic():
+        done = Purchase.objects.filter(payment__provider_payment_id=target).first()
+        if done is not None:
+            return PurchaseResult(purchase=done, created=False)
+        purchase = Purchase.objects.select_related("payment").filter(payment__provider_payment_id=payment_id).first()
+        if purchase is None:
+            raise UnknownPayment(f"no purchase for payment {payment_id!r}", payment_id=payment_id)
+        if purchase.course_id == course_id:
+            raise MoveToSameCourse(f"purchase {purchase.pk} is already for course {course_id}", course_id=course_id)
+        if not Course.objects.filter(id=course_id).exists():
+            raise UnknownCourse(f"no course with id {course_id}", course_id=course_id)
+        purchase_refund(payment_id=payment_id, actor=actor)
+        return purchase_create(
+            payment_id=target,
+            student_id=purchase.student_id,
+            course_id=course_id,
+            amount=purchase.payment.amount,
+            currency=purchase.payment.currency,
+            actor=actor,
+            correlation_id=purchase.payment.provider_payment_id,
+        )
 
 
 def _payment_insert(*, payment_id: str, amount: Decimal, currency: str) -> Payment | None:

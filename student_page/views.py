@@ -9,4 +9,9 @@ from django.views.decorators.http import require_GET
 
 @require_GET
 def student_page(request: HttpRequest) -> HttpResponse:
-    return render(request, "student_page/index.html", {"ws_url": settings.REALTIME_WS_URL})
+    context = {
+        "ws_url": settings.REALTIME_WS_URL,
+        "ping_ms": int(settings.STUDENT_PAGE_PING_SECONDS * 1000),
+        "pong_ms": int(settings.STUDENT_PAGE_PONG_TIMEOUT_SECONDS * 1000),
+    }
+    return render(request, "student_page/index.html", context)

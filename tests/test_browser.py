@@ -1,34 +1,20 @@
 """The student page in a real browser (Debian's Chromium, driven by Playwright): live updates from an
 admin change, and a resume with ?after=<last seq> after the socket's server was killed."""
 
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from allocation.models import Trainer
 from purchases.models import Course
 from purchases.services import purchase_create
+from tests.browser import chromium
 from tests.chaos.harness import kill9
-from tests.conftest import ROOT, Processes
+from tests.conftest import Processes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
-
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-# As on this machine's probe: no background networking, no sandbox as root, no GPU.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SCREENSHOTS = Path(os.environ.get("SCREENSHOT_DIR", ROOT / ".data" / "screenshots"))
 
 
 def admin_add_purchase(page: Page, base: str, *, payment_id: str, student_id: int, course_id: int) -> None:
@@ -41,7 +27,12 @@ def admin_add_purchase(page: Page, base: str, *, payment_id: str, student_id: in
 
 
 def test_the_page_updates_live_and_resumes_after_the_server_dies(
-    student: Any, course: Course, trainer: Trainer, processes: Processes, monkeypatch: pytest.MonkeyPatch
+    student: Any,
+    course: Course,
+    trainer: Trainer,
+    processes: Processes,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API keeps an event loop here
     get_user_model().objects.create_superuser("operator", "op@example.com", "operator-password")
@@ -51,10 +42,8 @@ def test_the_page_updates_live_and_resumes_after_the_server_dies(
     base = f"http://{processes.web(REALTIME_WS_URL=f'ws://{ws_host}')}"
     processes.relay()
     processes.worker()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    with chromium(request.node.name) as browser:
         student_page = browser.new_page()
         student_page.goto(f"{base}/?token={student.auth_token.key}")
         state = student_page.locator("#connection")
@@ -72,7 +61,6 @@ def test_the_page_updates_live_and_resumes_after_the_server_dies(
         purchase = student_page.locator(".purchase").first
         expect(purchase.locator(".trainer")).to_have_text(f"Trainer: {trainer.name}", timeout=2000)
         expect(purchase.locator(".session")).to_have_count(course.sessions_count, timeout=2000)
-        student_page.screenshot(path=str(SCREENSHOTS / "student_page_live.png"), full_page=True)
 
         # The socket's server dies: the page says so, events happen meanwhile, the page catches up.
         kill9(processes.procs["ws"])
@@ -92,5 +80,3 @@ def test_the_page_updates_live_and_resumes_after_the_server_dies(
             expect(item.locator(".session")).to_have_count(course.sessions_count, timeout=5000)
         seqs = [int(s) for s in student_page.locator("#events li").evaluate_all("els => els.map(e => e.dataset.seq)")]
         assert sorted(seqs) == list(range(1, 7))  # both chains, nothing missed, nothing twice
-        student_page.screenshot(path=str(SCREENSHOTS / "student_page_resumed.png"), full_page=True)
-        browser.close()

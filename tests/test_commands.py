@@ -124,7 +124,7 @@ def test_fix_purchase_is_idempotent(student: Any, course: Course) -> None:
         (["--student", "{student}", "--course", "{course}", "--amount", "1.234"], "invalid amount '1.234'"),
         (["--student", "{student}", "--course", "{course}", "--currency", "euro"], "invalid currency 'euro'"),
         (["--student", "abc", "--course", "{course}"], "invalid int value: 'abc'"),
-        (["--course", "{course}"], "the following arguments are required: --student"),
+        (["--course", "{course}"], r"--student and --course are required \(or --move-to-course to move a purchase\)"),
     ],
 )
 def test_fix_purchase_rejects_bad_arguments(student: Any, course: Course, args: list[str], message: str) -> None:

@@ -132,6 +132,8 @@ def test_retry_filters_by_sink_and_student_and_optionally_takes_failing_ones(
         (["retry", "--sink", "nope"], "unknown sink 'nope'; known: allocation.allocate_trainer"),
         (["retry", "--student", "987654"], "unknown student 987654"),
         (["purge", "--older-than", "a week"], "invalid duration 'a week'"),
+        (["purge", "--older-than", "7"], "invalid duration '7': give a unit, e.g. 90s, 30m, 12h, 7d, 2w"),
+        (["status", "--max-lag", "60"], "invalid duration '60'"),
         (["purge", "--batch-size", "-5"], "'-5' is not a positive integer"),
         (["explode"], "invalid choice: 'explode'"),
         ([], "the following arguments are required: status|retry|purge"),
@@ -157,7 +159,8 @@ def test_purge_deletes_old_delivered_chains_in_batches_and_keeps_open_ones(
     assert InboxEntry.objects.count() == 3 * 2 + 2  # old chains, recent chain (the failed attempt left none)
 
     out, _ = outbox("purge", "--dry-run", "--batch-size", "2")
-    assert out.startswith("would delete 9 delivered events")
+    # The dry run counts exactly what the purge then deletes, deliveries and inbox entries included.
+    assert out.startswith("would delete 9 delivered events older than 7d 0h (of 13 scanned; 15 deliveries, 6 inbox")
     assert OutboxEvent.objects.count() == 3 * 3 + 1 + 3
 
     out, err = outbox("purge", "--batch-size", "2")

@@ -1,10 +1,11 @@
-"""/healthz and /metrics."""
+"""/livez, /readyz, /healthz and /metrics."""
 
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
@@ -12,21 +13,38 @@ from outbox.models import Delivery, RelayHeartbeat
 from outbox.relay import Relay
 from purchases.models import Course
 from purchases.services import purchase_create
+from tests.conftest import free_port
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
 
 
-def test_healthz_needs_a_live_relay(client: Client) -> None:
+def test_healthz_reports_the_relay_without_making_web_unready(client: Client) -> None:
     response = client.get("/healthz")
-    assert response.status_code == 503
-    assert response.json()["checks"]["relay"]["ok"] is False
-    assert response.json()["checks"]["database"]["ok"] is True and response.json()["checks"]["redis"]["ok"] is True
+    assert response.status_code == 200  # web needs PostgreSQL only: a dead relay delays, loses nothing
+    body = response.json()
+    assert body["status"] == "degraded" and body["ready"] is True and body["process"] == "web"
+    assert body["checks"]["relay"]["ok"] is False
+    assert body["checks"]["database"]["ok"] is True and body["checks"]["redis"]["ok"] is True
     now = timezone.now()
     RelayHeartbeat.objects.create(relay_id="r1", started_at=now, beat_at=now - timedelta(minutes=5))
-    assert client.get("/healthz").status_code == 503  # a stale beat is a dead relay
+    assert client.get("/healthz").json()["status"] == "degraded"  # a stale beat is a dead relay
     RelayHeartbeat.objects.create(relay_id="r2", started_at=now, beat_at=now)
     response = client.get("/healthz")
     assert response.status_code == 200 and response.json()["status"] == "ok"
+
+
+def test_livez_and_readyz(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert client.get("/livez").json() == {"status": "ok", "process": "web"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and set(ready.json()["checks"]) == {"database"}
+    monkeypatch.setenv("COURSECHAIN_PROCESS", "ws")
+    assert set(client.get("/readyz").json()["checks"]) == {"database", "redis"}
+    monkeypatch.setattr(settings, "REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens
+    unready = client.get("/readyz")
+    assert unready.status_code == 503 and unready.json()["checks"]["redis"]["ok"] is False
+    monkeypatch.setenv("COURSECHAIN_PROCESS", "web")
+    assert client.get("/readyz").status_code == 200  # web does not need Redis
+    assert client.get("/healthz").status_code == 200 and client.get("/healthz").json()["status"] == "degraded"
 
 
 def test_metrics_report_lag_backlog_and_handler_timings(client: Client, student: Any, course: Course) -> None:

@@ -4,7 +4,9 @@ Thin: `outbox.operations` does the work (the admin's retry action uses the same 
 """
 
 import json
+import os
 import re
+import sys
 import time
 from argparse import ArgumentTypeError
 from datetime import timedelta
@@ -14,19 +16,29 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.utils import timezone
 
-from outbox import operations
+from outbox import operations, verdict
 from outbox.trace import duration
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "": 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(text: str) -> timedelta:
-    """`90s`, `30m`, `12h`, `7d`, `2w`; a bare number is days."""
+    """`90s`, `30m`, `12h`, `7d`, `2w`: the unit is required (is a bare `7` days or seconds?)."""
     match = _DURATION.match(text)
     if not match:
-        raise ArgumentTypeError(f"invalid duration {text!r}: use e.g. 30m, 12h, 7d, 2w")
+        raise ArgumentTypeError(f"invalid duration {text!r}: give a unit, e.g. 90s, 30m, 12h, 7d, 2w")
     return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def _env_default(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def non_negative_int(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ArgumentTypeError(f"{text!r} is not a non-negative integer")
+    return int(text)
 
 
 def positive_int(text: str) -> int:
@@ -75,6 +87,29 @@ class Command(BaseCommand):
         actions = parser.add_subparsers(dest="action", required=True, metavar="status|retry|purge")
         status = actions.add_parser("status", help="Lag and open deliveries per sink.")
         status.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+        status.add_argument(
+            "--check",
+            action="store_true",
+            help="Exit 0 OK, 1 WARNING, 2 CRITICAL (past a threshold), 3 UNKNOWN (database unreachable).",
+        )
+        status.add_argument(
+            "--max-lag",
+            type=parse_duration,
+            default=_env_default("OUTBOX_CHECK_MAX_LAG", "60s"),
+            help="Lag past this warns, past twice this is critical (env OUTBOX_CHECK_MAX_LAG, default 60s).",
+        )
+        status.add_argument(
+            "--max-dead",
+            type=non_negative_int,
+            default=_env_default("OUTBOX_CHECK_MAX_DEAD", "0"),
+            help="More dead-lettered deliveries than this is critical (env OUTBOX_CHECK_MAX_DEAD, default 0).",
+        )
+        status.add_argument(
+            "--no-relay-ok",
+            action="store_true",
+            default=_env_default("OUTBOX_CHECK_NO_RELAY_OK", "0") in {"1", "true", "yes"},
+            help="Do not count a missing relay heartbeat (env OUTBOX_CHECK_NO_RELAY_OK=1).",
+        )
 
         retry = actions.add_parser("retry", help="Requeue dead (and optionally failing) deliveries.")
         retry.add_argument("--id", dest="ids", type=positive_int, action="append", help="Delivery id (repeatable).")
@@ -86,6 +121,10 @@ class Command(BaseCommand):
             help="Also requeue pending deliveries that are backing off after a failure.",
         )
         retry.add_argument("--batch-size", type=positive_int, default=500)
+        retry.add_argument("--dry-run", action="store_true", help="Count what would be requeued; change nothing.")
+        retry.add_argument(
+            "--yes", action="store_true", help="Requeue without asking (needed for an unfiltered retry)."
+        )
 
         purge = actions.add_parser("purge", help="Delete delivered events older than --older-than.")
         purge.add_argument(
@@ -97,14 +136,34 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         if action == "status":
-            self._status(as_json=options["json"])
+            self._status(options)
         elif action == "retry":
             self._retry(options)
         else:
             self._purge(options)
 
-    def _status(self, *, as_json: bool) -> None:
+    def _status(self, options: dict[str, Any]) -> None:
+        unreachable = verdict.database_unreachable()
+        if unreachable:
+            self.stdout.write(f"UNKNOWN: {unreachable}")
+            sys.exit(verdict.UNKNOWN if options["check"] else 1)
         rows, relays = operations.outbox_status(), operations.relays_status()
+        limits = verdict.Thresholds(
+            max_lag=options["max_lag"], max_dead=options["max_dead"], require_relay=not options["no_relay_ok"]
+        )
+        judged = verdict.judge(rows, relays, limits)
+        self._status_report(rows, relays, judged, as_json=options["json"])
+        if options["check"] and judged.code != verdict.OK:
+            sys.exit(judged.code)
+
+    def _status_report(
+        self,
+        rows: list[operations.SinkStatus],
+        relays: list[operations.RelayStatus],
+        judged: verdict.Verdict,
+        *,
+        as_json: bool,
+    ) -> None:
         if as_json:
             sinks = [
                 {
@@ -122,8 +181,10 @@ class Command(BaseCommand):
                 {"relay_id": b.relay_id, "beat_at": b.beat_at.isoformat(), "alive": b.alive, "claimed": b.claimed_total}
                 for b in relays
             ]
-            self.stdout.write(json.dumps({"sinks": sinks, "relays": beats}))
+            summary = {"code": judged.code, "state": verdict.NAMES[judged.code], "line": judged.line}
+            self.stdout.write(json.dumps({"verdict": summary, "sinks": sinks, "relays": beats}))
             return
+        self.stdout.write(judged.line)
         header = f"{'sink':32} {'lag':>9} {'due':>7} {'scheduled':>9} {'in flight':>9} {'failing':>7} {'dead':>6}"
         self.stdout.write(header)
         for r in rows:
@@ -148,18 +209,27 @@ class Command(BaseCommand):
             raise CommandError(f"unknown sink {sink!r}; known: {', '.join(sorted(operations.known_sinks()))}")
         if student is not None and not get_user_model().objects.filter(id=student).exists():
             raise CommandError(f"unknown student {student}")
-        progress = ProgressBar("requeue", stream=self.stderr)
+        selection = {
+            "ids": options["ids"],
+            "sink": sink,
+            "student_id": student,
+            "include_failing": options["failing"],
+            "batch_size": options["batch_size"],
+        }
         try:
-            result = operations.deliveries_retry(
-                ids=options["ids"],
-                sink=sink,
-                student_id=student,
-                include_failing=options["failing"],
-                batch_size=options["batch_size"],
-                on_progress=progress,
-            )
+            planned = operations.deliveries_retry(**selection, dry_run=True)
         except operations.UnknownDeliveries as exc:
             raise CommandError(f"{exc}; nothing was requeued") from exc
+        if options["dry_run"]:
+            self.stdout.write(f"would requeue {planned.requeued} deliveries (dry run: nothing changed)")
+            return
+        unfiltered = options["ids"] is None and sink is None and student is None
+        if unfiltered and planned.requeued and not options["yes"]:
+            self._confirm(
+                f"requeue all {planned.requeued} dead{' and failing' if options['failing'] else ''} deliveries"
+            )
+        progress = ProgressBar("requeue", stream=self.stderr)
+        result = operations.deliveries_retry(**selection, on_progress=progress)
         if result.requeued:
             progress.finish(result.requeued, result.requeued)
         if result.skipped_ids:
@@ -167,6 +237,14 @@ class Command(BaseCommand):
                 f"not requeued (done or in flight, nothing to retry): {', '.join(map(str, result.skipped_ids))}"
             )
         self.stdout.write(f"requeued {result.requeued} deliveries; a running relay picks them up now")
+
+    def _confirm(self, what: str) -> None:
+        """Ask on a terminal; refuse without one (cron, a pipe), where only --yes can say yes."""
+        if not sys.stdin or not sys.stdin.isatty():
+            raise CommandError(f"refusing to {what} without confirmation: no terminal to ask; pass --yes")
+        answer = input(f"{what}? [y/N] ").strip().lower()
+        if answer not in {"y", "yes"}:
+            raise CommandError("not confirmed; nothing was requeued")
 
     def _purge(self, options: dict[str, Any]) -> None:
         progress = ProgressBar("purge: scanned", stream=self.stderr, approximate=True)

@@ -1,4 +1,5 @@
-"""`manage.py fix_purchase <payment_id> --student <id> --course <id> [--amount] [--currency]`.
+"""`manage.py fix_purchase <payment_id> --student <id> --course <id> [--amount] [--currency]`, and
+`manage.py fix_purchase <payment_id> --move-to-course <id>` (refund and new purchase in one transaction).
 
 The operator's manual fix goes through `purchase_create`, the webhook's own service: the purchase and
 its `purchase.created` event commit together, so the relay allocates a trainer, schedules sessions,
@@ -13,7 +14,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from purchases import services
-from purchases.errors import DomainError
+from purchases.management.commands._errors import command_errors
 from purchases.models import Course
 
 ACTOR = "command:fix_purchase"
@@ -42,21 +43,33 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("payment_id", help="The provider's payment id.")
-        parser.add_argument("--student", type=int, required=True, help="Student (user) id.")
-        parser.add_argument("--course", type=int, required=True, help="Course id.")
+        parser.add_argument("--student", type=int, help="Student (user) id (required unless --move-to-course).")
+        parser.add_argument("--course", type=int, help="Course id (required unless --move-to-course).")
+        parser.add_argument(
+            "--move-to-course",
+            type=int,
+            metavar="COURSE_ID",
+            help="Move the payment's purchase to this course: refund it and create the new purchase in one "
+            "transaction, one chain of events (`trace <payment_id>` shows both).",
+        )
         parser.add_argument("--amount", type=amount, help="Amount paid (default: the course's price).")
         parser.add_argument("--currency", type=currency, help="ISO 4217 code (default: the course's currency).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         payment_id: str = options["payment_id"].strip()
-        student_id: int = options["student"]
-        course_id: int = options["course"]
         if not payment_id:
             raise CommandError("payment id must not be empty")
+        if options["move_to_course"] is not None:
+            self._move(payment_id, options["move_to_course"])
+            return
+        student_id: int | None = options["student"]
+        course_id: int | None = options["course"]
+        if student_id is None or course_id is None:
+            raise CommandError("--student and --course are required (or --move-to-course to move a purchase)")
         course = Course.objects.filter(id=course_id).first()
         if course is None:
             raise CommandError(f"unknown course {course_id}: no course with this id")
-        try:
+        with command_errors():
             result = services.purchase_create(
                 payment_id=payment_id,
                 student_id=student_id,
@@ -65,8 +78,6 @@ class Command(BaseCommand):
                 currency=options["currency"] or course.currency,
                 actor=ACTOR,
             )
-        except DomainError as exc:
-            raise CommandError(f"{exc.code.replace('_', ' ')}: {exc.message}") from exc
         purchase = result.purchase
         if not result.created:
             if (purchase.student_id, purchase.course_id) != (student_id, course_id):
@@ -83,4 +94,17 @@ class Command(BaseCommand):
             f"created purchase {purchase.pk} ({purchase.status}) for payment {payment_id!r} and emitted "
             f"purchase.created: the relay allocates a trainer, schedules sessions and updates the student's app. "
             f"Follow it with `manage.py trace {payment_id}`."
+        )
+
+    def _move(self, payment_id: str, course_id: int) -> None:
+        with command_errors():
+            result = services.purchase_move(payment_id=payment_id, course_id=course_id, actor=ACTOR)
+        purchase = result.purchase
+        if not result.created:
+            self.stdout.write(f"payment {payment_id!r} was already moved to course {course_id}: purchase {purchase.pk}")
+            return
+        self.stdout.write(
+            f"moved payment {payment_id!r} to course {course_id}: the old purchase is refunded and purchase "
+            f"{purchase.pk} ({purchase.status}) created, in one transaction. Follow it with "
+            f"`manage.py trace {payment_id}`."
         )

@@ -1,16 +1,22 @@
 // The student's live page: show the dashboard, refetch it on every pushed event, and resume the
-// WebSocket with ?after=<last seq> after any disconnect so no event is missed.
+// WebSocket with ?after=<last seq> after any disconnect so no event is missed. It never shows more
+// than it knows: the badge says "reconnecting…" the moment a pong is late or the browser goes offline,
+// and an event it has not yet seen reflected in a dashboard is shown as "updating", never as "no courses".
 (function () {
   "use strict";
   const params = new URLSearchParams(location.search);
   let token = params.get("token") || localStorage.getItem("studentToken") || "";
-  let lastSeq = 0;
+  let lastSeq = 0;       // the last event received
+  let shownSeq = 0;      // the seq of the dashboard on screen
   let retryDelay = 500;
   let socket = null;
   let pingTimer = null;
   let pongDeadline = null;
-  const PING_EVERY_MS = 20000;
-  const PONG_WITHIN_MS = 10000;
+  let reconnectTimer = null;
+  const PING_EVERY_MS = Number(document.body.dataset.pingMs) || 20000;
+  const PONG_WITHIN_MS = Number(document.body.dataset.pongMs) || 10000;
+  const SIGN_IN_AGAIN = "Your sign-in has expired or is not valid. Please sign in again with the link from " +
+    "your app or your confirmation email.";
 
   const $ = (id) => document.getElementById(id);
 
@@ -21,11 +27,15 @@
     el.textContent = text || state;
   }
 
+  class SignedOut extends Error {}
+
   async function refreshDashboard() {
     const response = await fetch("/api/v1/me/dashboard", { headers: { Authorization: "Token " + token } });
-    if (response.status === 401) { showLogin("That token is not valid."); return null; }
+    if (response.status === 401 || response.status === 403) throw new SignedOut();
     if (!response.ok) throw new Error("dashboard " + response.status);
     const dashboard = await response.json();
+    // A view older than an event already received would show the past as the present: fetch again.
+    if (dashboard.seq < lastSeq) throw new Error("dashboard behind the events");
     render(dashboard);
     return dashboard;
   }
@@ -50,16 +60,41 @@
     }
   }
 
+  // Refetch until the dashboard reflects every event received, with a short backoff.
+  async function catchUp(attempt = 0) {
+    try {
+      await refreshDashboard();
+    } catch (err) {
+      if (err instanceof SignedOut) { signedOut(); return; }
+      setTimeout(() => catchUp(attempt + 1), Math.min(200 * 2 ** attempt, 5000));
+    }
+  }
+
   function render(dashboard) {
+    shownSeq = dashboard.seq;
     $("login").hidden = true;
     $("student").hidden = false;
     $("student-name").textContent = dashboard.student.username + " (" + dashboard.student.email + ")";
     zone = dashboard.student.timezone || browserZone();
     $("zone").textContent = zone + (dashboard.student.timezone ? "" : " (this browser's)");
-    const list = $("purchases");
-    list.replaceChildren(...dashboard.purchases.map(renderPurchase));
-    $("empty").hidden = dashboard.purchases.length > 0;
+    $("purchases").replaceChildren(...dashboard.purchases.map(renderPurchase));
+    showUpdating();
   }
+
+  // "No courses yet" only when the dashboard on screen reflects every event received.
+  function showUpdating() {
+    const behind = shownSeq < lastSeq;
+    $("updating").hidden = !behind;
+    $("empty").hidden = behind || $("purchases").children.length > 0;
+  }
+
+  const STATUS_WORDS = {
+    pending: "Payment received: finding you a trainer…",
+    waitlisted: "On the waiting list: no trainer has a free place and time for this course yet. You will get the first one that opens.",
+    active: "",
+    refunded: "Refunded: this course and its sessions are cancelled.",
+  };
+  const STATUS_LABELS = { pending: "processing", waitlisted: "waiting list", active: "active", refunded: "refunded" };
 
   function renderPurchase(p) {
     const li = document.createElement("li");
@@ -70,11 +105,23 @@
     title.textContent = p.course.title;
     const status = document.createElement("span");
     status.className = "status " + p.status;
-    status.textContent = p.status;
+    status.textContent = STATUS_LABELS[p.status] || p.status;
     title.append(status);
-    const trainer = document.createElement("p");
-    trainer.className = "trainer";
-    trainer.textContent = p.trainer ? "Trainer: " + p.trainer.name : "Trainer: not allocated yet";
+    li.append(title);
+    const words = STATUS_WORDS[p.status];
+    if (words) {
+      const note = document.createElement("p");
+      note.className = "status-note";
+      note.textContent = words;
+      li.append(note);
+    }
+    if (p.status === "refunded") return li; // no trainer, no sessions: nothing of it will happen
+    if (p.trainer) {
+      const trainer = document.createElement("p");
+      trainer.className = "trainer";
+      trainer.textContent = "Trainer: " + p.trainer.name;
+      li.append(trainer);
+    }
     const sessions = document.createElement("ol");
     sessions.className = "sessions";
     for (const s of p.sessions) {
@@ -84,7 +131,7 @@
       item.textContent = localTime(s.starts_at) + " (" + s.status + ")";
       sessions.append(item);
     }
-    li.append(title, trainer, sessions);
+    li.append(sessions);
     return li;
   }
 
@@ -96,30 +143,49 @@
   }
 
   function connect() {
+    clearTimeout(reconnectTimer);
     // The `ws` process's address when it has its own (REALTIME_WS_URL), else this page's origin.
     const base = document.body.dataset.wsUrl || (location.protocol === "https:" ? "wss" : "ws") + "://" + location.host;
     const url = base + "/ws/events/?token=" + encodeURIComponent(token) + "&after=" + lastSeq;
-    socket = new WebSocket(url);
-    socket.onopen = () => { retryDelay = 500; setState("live", "live"); startPinging(); };
-    socket.onmessage = async (message) => {
+    const ws = new WebSocket(url);
+    socket = ws;
+    ws.onopen = () => { retryDelay = 500; setState("live", "live"); startPinging(); };
+    ws.onmessage = (message) => {
       const event = JSON.parse(message.data);
-      if (event.type === "pong") { clearTimeout(pongDeadline); return; }
+      if (event.type === "pong") { clearTimeout(pongDeadline); pongDeadline = null; return; }
       if (typeof event.seq !== "number") return; // other control frames
       if (event.seq <= lastSeq) return; // already seen (a replay overlapping a push)
       lastSeq = event.seq;
       $("last-seq").textContent = String(lastSeq);
       logEvent(event);
-      await refreshDashboard(); // the relay invalidated the cache before pushing: this is fresh
+      showUpdating();
+      catchUp(); // the relay invalidated the cache before pushing: the refetch reflects this event
     };
-    socket.onclose = (close) => {
+    ws.onclose = (close) => {
+      if (ws !== socket) return; // a socket we already gave up on
       stopPinging();
-      if (close.code === 4401) { setState("offline", "not authorised"); showLogin("That token is not valid."); return; }
-      setState("reconnecting", "reconnecting…");
+      if (close.code === 4401) { signedOut(); return; }
       // 4400 (cursor ahead of the stream) / 4410 (cursor purged): start over from a fresh dashboard.
-      const next = close.code === 4400 || close.code === 4410 ? start : connect;
-      setTimeout(next, retryDelay);
-      retryDelay = Math.min(retryDelay * 2, 10000);
+      if (close.code === 4400 || close.code === 4410) { lastSeq = 0; reconnect(start); return; }
+      reconnect(connect);
     };
+  }
+
+  // Say so at once, then try again with backoff. A socket given up on is closed without waiting:
+  // offline, its close handshake may never complete.
+  function reconnect(next) {
+    setState("reconnecting", "reconnecting…");
+    stopPinging();
+    const old = socket;
+    socket = null;
+    if (old && old.readyState <= WebSocket.OPEN) {
+      old.onclose = null;
+      old.onmessage = null;
+      try { old.close(); } catch (e) { /* already closing */ }
+    }
+    clearTimeout(reconnectTimer);
+    reconnectTimer = setTimeout(next || connect, retryDelay);
+    retryDelay = Math.min(retryDelay * 2, 10000);
   }
 
   // An application ping finds a half-open connection that the browser would not notice (and makes
@@ -129,20 +195,33 @@
     pingTimer = setInterval(() => {
       if (!socket || socket.readyState !== WebSocket.OPEN) return;
       socket.send(JSON.stringify({ type: "ping" }));
-      clearTimeout(pongDeadline);
-      pongDeadline = setTimeout(() => socket.close(), PONG_WITHIN_MS);
+      // The deadline runs from the oldest unanswered ping: a new ping must not push it back.
+      if (pongDeadline === null) pongDeadline = setTimeout(() => reconnect(connect), PONG_WITHIN_MS);
     }, PING_EVERY_MS);
   }
 
   function stopPinging() {
     clearInterval(pingTimer);
     clearTimeout(pongDeadline);
+    pongDeadline = null;
+  }
+
+  window.addEventListener("offline", () => { if (socket) reconnect(connect); });
+  window.addEventListener("online", () => {
+    if (!socket && token) { retryDelay = 500; clearTimeout(reconnectTimer); reconnectTimer = setTimeout(start, 0); }
+  });
+
+  function signedOut() {
+    stopPinging();
+    socket = null;
+    setState("offline", "signed out");
+    showLogin(SIGN_IN_AGAIN);
   }
 
   function showLogin(message) {
     $("login").hidden = false;
     $("student").hidden = true;
-    if (message) $("token-input").placeholder = message;
+    if (message) $("signin-message").textContent = message;
   }
 
   $("login").addEventListener("submit", (e) => {
@@ -153,18 +232,17 @@
   });
 
   async function start() {
-    if (!token) { setState("offline", "no token"); showLogin(); return; }
+    clearTimeout(reconnectTimer);
+    if (!token) { setState("offline", "signed out"); showLogin(); return; }
     localStorage.setItem("studentToken", token);
     try {
       const dashboard = await refreshDashboard();
-      if (!dashboard) { setState("offline", "not authorised"); return; }
       lastSeq = dashboard.seq; // the view reflects every event up to here; the socket resumes after it
       $("last-seq").textContent = String(lastSeq);
       connect();
     } catch (err) {
-      setState("reconnecting", "reconnecting…");
-      setTimeout(start, retryDelay);
-      retryDelay = Math.min(retryDelay * 2, 10000);
+      if (err instanceof SignedOut) { signedOut(); return; }
+      reconnect(start);
     }
   }
 

@@ -1,0 +1,233 @@
+"""What `/api/docs/` says about each endpoint: descriptions, realistic examples, the error shape per status.
+
+Kept apart from `api.py` so the views stay thin. Descriptions are Markdown that Swagger UI and ReDoc
+render as HTML, so placeholders are written `{t}`, never `<t>` (a browser reads that as a tag and
+shows nothing).
+"""
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
+
+from purchases.serializers import (
+    CourseSerializer,
+    DashboardSerializer,
+    ErrorSerializer,
+    EventsPageSerializer,
+    PaymentWebhookSerializer,
+    WebhookResultSerializer,
+)
+
+WEBSOCKET_DOCS = "/api/docs/websocket/"
+
+SIGNATURE_SCHEME = """\
+Signed by the payment provider with a secret shared with this service.
+
+**Header** `Payment-Signature: t={t},v1={hex}`
+
+* `{t}`: the time of signing, in Unix seconds. A `t` more than **300 s** before or after now is rejected.
+* `{hex}`: lowercase hex of **HMAC-SHA256**(secret, `{t}.{raw body}`): the decimal `t`, a full stop, then the
+  request body's exact bytes as sent.
+* Several `v1=` values may be sent (secret rotation): the request is accepted if any one matches any
+  configured secret (`PAYMENT_WEBHOOK_SECRET`, comma-separated).
+
+Example (Python): `hmac.new(secret, f"{t}.".encode() + body, hashlib.sha256).hexdigest()`
+
+Every duplicate of a payment (same payment id, same data) answers 200 with the same purchase and emits
+nothing new. An event type other than `payment.succeeded` / `payment.refunded` is recorded and answered
+`{"ignored": true}`. Never a 5xx for any input.
+"""
+
+_PAYMENT = {"payment_id": "pay_3QnX81", "student_id": 1, "course_id": 2, "amount": "240.00", "currency": "EUR"}
+_SUCCEEDED = {"id": "evt_1PqR7sT2", "type": "payment.succeeded", "created": 1764633600, "data": _PAYMENT}
+_REFUNDED = {"id": "evt_1PqR9zK4", "type": "payment.refunded", "created": 1764637200, "data": _PAYMENT}
+
+
+def _error(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> OpenApiExample:
+    return OpenApiExample(
+        code,
+        value={"error": {"code": code, "message": message, "details": details or {}}},
+        response_only=True,
+        status_codes=[str(status)],
+    )
+
+
+def _errors(*specs: tuple[int, str, list[OpenApiExample]]) -> dict[int, OpenApiResponse]:
+    return {
+        status: OpenApiResponse(ErrorSerializer, description=text, examples=examples)
+        for status, text, examples in specs
+    }
+
+
+_UNAUTHENTICATED = (
+    401,
+    'No or an invalid token: send `Authorization: Token {key}`. Body: `{"error": {"code", "message", "details"}}`.',
+    [_error(401, "not_authenticated", "Authentication credentials were not provided.")],
+)
+
+WEBHOOK: dict[str, Any] = {
+    "operation_id": "payment_webhook",
+    "summary": "Payment provider webhook",
+    "description": SIGNATURE_SCHEME,
+    "request": PaymentWebhookSerializer,
+    "parameters": [
+        OpenApiParameter(
+            "Payment-Signature",
+            OpenApiTypes.STR,
+            location=OpenApiParameter.HEADER,
+            required=True,
+            description="`t={t},v1={hex}[,v1={hex}...]`: see the scheme above.",
+            examples=[
+                OpenApiExample(
+                    "signature",
+                    value="t=1764633600,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd",
+                )
+            ],
+        )
+    ],
+    "examples": [
+        OpenApiExample("payment.succeeded", value=_SUCCEEDED, request_only=True),
+        OpenApiExample("payment.refunded", value=_REFUNDED, request_only=True),
+        OpenApiExample(
+            "purchase created (and every duplicate)",
+            value={"purchase_id": 17, "status": "pending"},
+            response_only=True,
+            status_codes=["200"],
+        ),
+        OpenApiExample("unhandled event type", value={"ignored": True}, response_only=True, status_codes=["200"]),
+    ],
+    "responses": {
+        200: WebhookResultSerializer,
+        **_errors(
+            (
+                400,
+                "Bad or missing signature (`invalid_signature`), or a body that is not a JSON object of this schema "
+                "(`malformed_body`, with the failing fields in `details`).",
+                [
+                    _error(400, "invalid_signature", "no signature matches"),
+                    _error(
+                        400,
+                        "malformed_body",
+                        "Body does not match the webhook schema.",
+                        {"data.amount": ["A valid number is required."]},
+                    ),
+                ],
+            ),
+            (413, "Body over 64 KiB.", [_error(413, "body_too_large", "Body exceeds 64 KiB.")]),
+            (
+                422,
+                "Valid, but not applicable: `unknown_student`, `not_a_student` (staff and superusers cannot buy), "
+                "`unknown_course`, `unknown_payment` (a refund for no purchase).",
+                [
+                    _error(422, "unknown_student", "no active student with id 1", {"student_id": 1}),
+                    _error(
+                        422,
+                        "not_a_student",
+                        "user 1 is staff or a superuser, not a student: only students can hold purchases",
+                        {"student_id": 1},
+                    ),
+                    _error(422, "unknown_course", "no course with id 2", {"course_id": 2}),
+                ],
+            ),
+        ),
+    },
+}
+
+_DASHBOARD = {
+    "student": {"id": 1, "username": "alice", "email": "alice@example.com"},
+    "purchases": [
+        {
+            "id": 17,
+            "status": "active",
+            "course": {"id": 2, "title": "Strength basics"},
+            "trainer": {"id": 1, "name": "Ada Trainer"},
+            "sessions": [
+                {"id": 81, "starts_at": "2026-12-07T09:00:00Z", "status": "scheduled"},
+                {"id": 82, "starts_at": "2026-12-14T09:00:00Z", "status": "scheduled"},
+            ],
+        },
+        {"id": 18, "status": "waitlisted", "course": {"id": 3, "title": "Mobility"}, "trainer": None, "sessions": []},
+    ],
+    "seq": 5,
+}
+
+DASHBOARD: dict[str, Any] = {
+    "operation_id": "me_dashboard",
+    "summary": "The student's purchases, trainers and sessions",
+    "description": (
+        "Served from a cache that only the relay invalidates (`X-Cache: hit|miss`); `seq` is the last of the "
+        "student's events this view reflects. Purchase status: `pending`, `waitlisted`, `active`, `refunded`; "
+        "session status: `scheduled`, `cancelled`, `completed`. Live updates: the "
+        f"[WebSocket event stream]({WEBSOCKET_DOCS}) with `after={{seq}}`."
+    ),
+    "responses": {
+        200: OpenApiResponse(DashboardSerializer, examples=[OpenApiExample("dashboard", value=_DASHBOARD)]),
+        **_errors(_UNAUTHENTICATED),
+    },
+}
+
+_EVENT = {
+    "id": "019ad6f2-7c41-7d2e-9a51-3f0c6e2b8d17",
+    "seq": 4,
+    "type": "trainer.allocated",
+    "occurred_at": "2026-12-01T10:15:02.318Z",
+    "data": {"purchase_id": 17, "trainer": {"id": 1, "name": "Ada Trainer"}, "status": "active"},
+}
+
+EVENTS: dict[str, Any] = {
+    "operation_id": "me_events",
+    "summary": "The student's events after a cursor",
+    "description": (
+        "Events in seq order (gapless per student), at most 500 per page; pass the returned `seq` as `after` for "
+        "the next page. The same messages as the [WebSocket event stream]"
+        f"({WEBSOCKET_DOCS})."
+    ),
+    "parameters": [
+        OpenApiParameter(
+            "after",
+            OpenApiTypes.INT,
+            description="Return events with seq > after (default 0).",
+            examples=[OpenApiExample("from the start", value=0), OpenApiExample("resume", value=3)],
+        )
+    ],
+    "responses": {
+        200: OpenApiResponse(
+            EventsPageSerializer, examples=[OpenApiExample("page", value={"events": [_EVENT], "seq": 4})]
+        ),
+        **_errors(
+            (
+                400,
+                "`after` is not a non-negative integer (`invalid_request`).",
+                [_error(400, "invalid_request", "`after` must be a non-negative integer.", {"after": "-1"})],
+            ),
+            _UNAUTHENTICATED,
+        ),
+    },
+}
+
+COURSES: dict[str, Any] = {
+    "operation_id": "courses_list",
+    "summary": "Courses on sale",
+    "responses": {
+        200: OpenApiResponse(
+            CourseSerializer(many=True),
+            examples=[
+                OpenApiExample(
+                    "courses",
+                    value=[
+                        {
+                            "id": 2,
+                            "title": "Strength basics",
+                            "sessions_count": 6,
+                            "session_minutes": 60,
+                            "price": "240.00",
+                            "currency": "EUR",
+                        }
+                    ],
+                )
+            ],
+        ),
+        **_errors(_UNAUTHENTICATED),
+    },
+}
