@@ -6,8 +6,8 @@ from outbox.health import healthz_view, livez_view, readyz_view
 from outbox.metrics import metrics_view
 from purchases.api import CoursesApi, DashboardApi, EventsApi, PaymentWebhookApi
 from purchases.api_profile import ProfileApi
-from sessions_app.api import SessionRescheduleApi
 from realtime.docs import websocket_docs
+from sessions_app.api import SessionRescheduleApi
 from student_page.views import student_page
 
 REDOC = "realtime/redoc.html"

@@ -16,6 +16,7 @@ from purchases.serializers import (
     ErrorSerializer,
     EventsPageSerializer,
     PaymentWebhookSerializer,
+    ProfileSerializer,
     WebhookResultSerializer,
 )
 
@@ -51,6 +52,12 @@ def _error(status: int, code: str, message: str, details: dict[str, Any] | None 
         response_only=True,
         status_codes=[str(status)],
     )
+
+
+def error_examples(*specs: tuple[int, str, str, str]) -> dict[int, OpenApiResponse]:
+    """The error responses of an endpoint, each with one realistic example: (status, description, code,
+    message)."""
+    return _errors(*((status, text, [_error(status, code, message)]) for status, text, code, message in specs))
 
 
 def _errors(*specs: tuple[int, str, list[OpenApiExample]]) -> dict[int, OpenApiResponse]:
@@ -229,5 +236,35 @@ COURSES: dict[str, Any] = {
             ],
         ),
         **_errors(_UNAUTHENTICATED),
+    },
+}
+
+
+UNAUTHENTICATED = (401, "No or an invalid token.", "not_authenticated", "Authentication credentials were not provided.")
+PROFILE_GET: dict[str, Any] = {
+    "operation_id": "me_profile",
+    "summary": "The student's profile",
+    "examples": [OpenApiExample("profile", value={"timezone": "Europe/Berlin"}, response_only=True)],
+    "responses": {200: ProfileSerializer, **error_examples(UNAUTHENTICATED)},
+}
+PROFILE_UPDATE: dict[str, Any] = {
+    "operation_id": "me_profile_update",
+    "summary": "Set the student's time zone",
+    "description": (
+        "The zone the student's app shows session times in (an IANA name, or null for the device's own). "
+        "The dashboard carries it as `student.timezone`; a change reaches the student's open apps as "
+        "`student.resync_requested`."
+    ),
+    "request": ProfileSerializer,
+    "examples": [
+        OpenApiExample("set", value={"timezone": "America/New_York"}),
+        OpenApiExample("clear (use the device's zone)", value={"timezone": None}, request_only=True),
+    ],
+    "responses": {
+        200: ProfileSerializer,
+        **error_examples(
+            (400, "Not an IANA time zone name.", "invalid_timezone", "unknown time zone 'Mars/Olympus'"),
+            UNAUTHENTICATED,
+        ),
     },
 }

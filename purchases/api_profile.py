@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from config.errors import ApiError
 from purchases import services
-from purchases.api import _errors
+from purchases.api_docs import PROFILE_GET, PROFILE_UPDATE
 from purchases.models import StudentProfile
 from purchases.serializers import ProfileSerializer
 
@@ -20,28 +20,12 @@ def _profile(student_id: int) -> dict[str, Any]:
 
 
 class ProfileApi(APIView):
-    @extend_schema(
-        operation_id="me_profile",
-        summary="The student's profile",
-        responses={200: ProfileSerializer, **_errors((401, "not_authenticated"))},
-    )
+    @extend_schema(**PROFILE_GET)
     def get(self, request: Request) -> Response:
         assert request.user is not None and request.user.pk is not None
         return Response(_profile(request.user.pk))
 
-    @extend_schema(
-        operation_id="me_profile_update",
-        summary="Set the student's time zone",
-        description=(
-            "The zone the student's app shows session times in (an IANA name). The dashboard carries it "
-            "as `student.timezone`; a change reaches the student's open apps as `student.resync_requested`."
-        ),
-        request=ProfileSerializer,
-        responses={
-            200: ProfileSerializer,
-            **_errors((400, "invalid_request or invalid_timezone"), (401, "not_authenticated")),
-        },
-    )
+    @extend_schema(**PROFILE_UPDATE)
     def patch(self, request: Request) -> Response:
         assert request.user is not None and request.user.pk is not None
         serializer = ProfileSerializer(data=request.data, partial=True)

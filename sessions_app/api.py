@@ -1,6 +1,6 @@
 """`POST /api/v1/me/sessions/<id>/reschedule`: the student moves one of their sessions. Thin."""
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -38,6 +38,33 @@ class SessionRescheduleApi(APIView):
             "The change reaches the student's apps as `session.rescheduled`. No body."
         ),
         request=None,
+        examples=[
+            OpenApiExample(
+                "moved",
+                value={
+                    "id": 41,
+                    "purchase_id": 17,
+                    "number": 2,
+                    "starts_at": "2026-12-16T09:00:00+00:00",
+                    "ends_at": "2026-12-16T10:00:00+00:00",
+                    "status": "scheduled",
+                },
+                response_only=True,
+                status_codes=["200"],
+            ),
+            OpenApiExample(
+                "no free slot",
+                value={
+                    "error": {
+                        "code": "no_free_slot",
+                        "message": "the trainer has no free slot for this session within the horizon",
+                        "details": {"session_id": 41},
+                    }
+                },
+                response_only=True,
+                status_codes=["409"],
+            ),
+        ],
         responses={
             200: RescheduledSessionSerializer,
             **_errors(

@@ -31,8 +31,15 @@ def test_api_docs_work_offline_and_say_the_truth(processes: Processes, request: 
         page = context.new_page()
         page.goto(f"{base}/api/docs/")
         operations = page.locator(".opblock")
-        expect(operations).to_have_count(4, timeout=15000)
-        for path in ("/api/v1/payments/webhook", "/api/v1/me/dashboard", "/api/v1/me/events", "/api/v1/courses"):
+        expect(operations).to_have_count(7, timeout=15000)
+        for path in (
+            "/api/v1/payments/webhook",
+            "/api/v1/me/dashboard",
+            "/api/v1/me/events",
+            "/api/v1/me/profile",
+            "/api/v1/me/sessions/{session_id}/reschedule",
+            "/api/v1/courses",
+        ):
             expect(page.locator(".opblock-summary-path", has_text=path).first).to_be_visible()
 
         page.locator(".opblock-summary-path", has_text="/api/v1/payments/webhook").click()

@@ -15,7 +15,7 @@ from outbox.relay import Relay
 from purchases.models import Course
 from purchases.services import purchase_refund
 from tests.browser import chromium
-from tests.conftest import Processes, buy
+from tests.conftest import Processes, available_trainer, buy
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes, pytest.mark.usefixtures("eager_celery")]
 SOCKET = re.compile(r".*/ws/events/.*")
@@ -83,7 +83,7 @@ def test_offline_in_the_browser_shows_reconnecting_and_catches_up_when_back(
 
 
 def test_each_status_has_its_own_words(processes: Processes, student: Any, request: Any) -> None:
-    Trainer.objects.create(name="Solo", capacity=1)
+    available_trainer("Solo", 1)
     titles = ["Active course", "Waitlisted course", "Refunded course", "Pending course"]
     courses = {t: Course.objects.create(title=t, price="10.00", currency="EUR", sessions_count=2) for t in titles}
     for n, title in enumerate(titles[:3]):

@@ -7,22 +7,21 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from outbox.relay import Relay
 from purchases.models import Course
 from purchases.services import student_profile_update
+from tests.browser import chromium
 from tests.conftest import Processes, available_trainer, http
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.test_sched_api import scheduled
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 
 
 def test_the_page_shows_local_times_and_follows_a_reschedule_live(
-    student: Any, course: Course, processes: Processes, monkeypatch: pytest.MonkeyPatch
+    student: Any, course: Course, processes: Processes, request: pytest.FixtureRequest
 ) -> None:
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API keeps an event loop here
     available_trainer("Ada", 3, tz="Europe/Berlin", windows=[(d, time(10), time(12)) for d in range(7)])
     student_profile_update(student_id=student.pk, timezone_name="America/New_York", actor="test")
     purchase = scheduled(student, course, "pay_1")
@@ -34,8 +33,7 @@ def test_the_page_shows_local_times_and_follows_a_reschedule_live(
     processes.relay()
     processes.worker()
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    with chromium(request.node.name) as browser:
         page = browser.new_page(timezone_id="Asia/Tokyo")  # the profile's zone wins over the browser's
         page.goto(f"http://{host}/?token={student.auth_token.key}")
         expect(page.locator("#connection")).to_have_attribute("data-state", "live")
@@ -57,4 +55,3 @@ def test_the_page_shows_local_times_and_follows_a_reschedule_live(
         expect(item).to_have_count(0)
         moved_ny = datetime.fromisoformat(moved["starts_at"]).astimezone(ZoneInfo("America/New_York"))
         expect(new).to_contain_text(f"{moved_ny:%I}:{moved_ny:%M}".lstrip("0"))
-        browser.close()
