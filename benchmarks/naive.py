@@ -19,7 +19,8 @@ from rest_framework.views import APIView
 
 from config.celery import app
 from config.errors import ApiError
-from purchases.api import _json_object, _validated, verify_signature
+from purchases import provider_body
+from purchases.api import _validated, verify_signature
 from purchases.models import Course, Payment, ProviderEvent, Purchase
 from purchases.serializers import PaymentDataSerializer, ProviderEventEnvelopeSerializer
 
@@ -37,7 +38,7 @@ class NaiveWebhookApi(APIView):
     def post(self, request: Request) -> Response:
         body = request.body
         verify_signature(request, body)
-        raw = _json_object(body)
+        raw = provider_body.parse(body)
         envelope = _validated(ProviderEventEnvelopeSerializer, raw)
         data = _validated(PaymentDataSerializer, envelope["data"], prefix="data")
         with transaction.atomic():
@@ -53,7 +54,8 @@ class NaiveWebhookApi(APIView):
                     "type": envelope["type"],
                     "payment_id": data["payment_id"],
                     "outcome": ProviderEvent.Outcome.APPLIED,
-                    "payload": raw,
+                    "payload": provider_body.storable(raw),
+                    "raw_body": body,
                 },
             )
         return Response({"purchase_id": purchase.pk, "status": purchase.status})

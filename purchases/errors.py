@@ -20,3 +20,9 @@ class UnknownCourse(DomainError):
 
 class UnknownPayment(DomainError):
     code = "unknown_payment"
+
+
+class EventConflict(DomainError):
+    """The provider event id is recorded with another body."""
+
+    code = "event_conflict"

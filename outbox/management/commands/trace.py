@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from outbox.models import Delivery
+from outbox.payment_records import PaymentRecord, records_of
 from outbox.trace import DELIVERED, IN_PROGRESS, STUCK, Trace, payment_trace
 
 
@@ -22,9 +23,25 @@ class Command(BaseCommand):
         if not payment_id:
             raise CommandError("payment id must not be empty")
         trace = payment_trace(payment_id=payment_id)
+        records = records_of(payment_id)
         if trace is None:
+            if records and not options["json"]:
+                self.stdout.write(records_text(records))
             raise CommandError(f"no events for payment {payment_id!r}: unknown payment id, or its history was purged")
-        self.stdout.write(json.dumps(trace_json(trace)) if options["json"] else trace_text(trace))
+        if options["json"]:
+            self.stdout.write(json.dumps({**trace_json(trace), "provider_events": [r.fields for r in records]}))
+        else:
+            self.stdout.write("\n\n".join(filter(None, [records_text(records), trace_text(trace)])))
+
+
+def records_text(records: list[PaymentRecord]) -> str:
+    """What the payment provider sent for this payment, each with its exact bytes."""
+    if not records:
+        return ""
+    lines = [f"Received from the payment provider ({len(records)}):"]
+    for record in records:
+        lines += [f"  {record.summary}", f"    body: {record.body}"]
+    return "\n".join(lines)
 
 
 def trace_json(trace: Trace) -> dict[str, Any]:
