@@ -11,12 +11,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from outbox.models import RelayHeartbeat
+from outbox.relay_status import unreachable_relays
 
 RELAY_STALE_AFTER = timedelta(seconds=30)
 
 
 def healthz_view(request: HttpRequest) -> JsonResponse:
-    """200 when the database, Redis and at least one relay (beat within 30 s) are up; 503 otherwise.
+    """200 when the database, Redis and at least one relay (beat within 30 s) are up, and no relay
+    reports that it cannot connect to the database; 503 otherwise.
 
     The database is the one hard dependency for taking payments; Redis or the relay being down
     delays delivery but loses nothing, which the body says.
@@ -44,5 +46,9 @@ def healthz_view(request: HttpRequest) -> JsonResponse:
         }
     else:
         checks["relay"] = {"ok": False, "error": "database unavailable"}
+    # A relay that cannot reach the database (its own settings, or the network) says so in Redis.
+    unreachable = unreachable_relays() if checks["redis"]["ok"] else []
+    if unreachable:
+        checks["relay"].update(ok=False, cannot_connect=unreachable)
     healthy = all(check["ok"] for check in checks.values())
     return JsonResponse({"status": "ok" if healthy else "degraded", "checks": checks}, status=200 if healthy else 503)

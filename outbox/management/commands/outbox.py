@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from outbox import operations
+from outbox.relay_status import unreachable_relays
 from outbox.trace import duration
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -105,6 +106,7 @@ class Command(BaseCommand):
 
     def _status(self, *, as_json: bool) -> None:
         rows, relays = operations.outbox_status(), operations.relays_status()
+        unreachable = unreachable_relays()
         if as_json:
             sinks = [
                 {
@@ -122,7 +124,7 @@ class Command(BaseCommand):
                 {"relay_id": b.relay_id, "beat_at": b.beat_at.isoformat(), "alive": b.alive, "claimed": b.claimed_total}
                 for b in relays
             ]
-            self.stdout.write(json.dumps({"sinks": sinks, "relays": beats}))
+            self.stdout.write(json.dumps({"sinks": sinks, "relays": beats, "relays_cannot_connect": unreachable}))
             return
         header = f"{'sink':32} {'lag':>9} {'due':>7} {'scheduled':>9} {'in flight':>9} {'failing':>7} {'dead':>6}"
         self.stdout.write(header)
@@ -135,6 +137,10 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"relay {b.relay_id}: {state}, last beat {duration(now - b.beat_at)} ago, "
                 f"claimed {b.claimed_total} since {b.started_at:%Y-%m-%d %H:%M:%S}"
+            )
+        for u in unreachable:
+            self.stdout.write(
+                f"relay {u['relay_id']}: CANNOT CONNECT to the database for {u['for_seconds']:.0f} s: {u['cause']}"
             )
         if not any(b.alive for b in relays):
             self.stdout.write("no relay is alive: is `manage.py run_relay` running?")
