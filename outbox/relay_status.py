@@ -23,7 +23,7 @@ KEY_PREFIX = "cc:relay-unreachable:"
 REPORT_TTL_SECONDS = 60
 
 
-def _client() -> "redis.Redis[bytes]":
+def _client() -> redis.Redis:
     return redis.Redis.from_url(
         settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
     )
