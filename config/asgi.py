@@ -9,15 +9,18 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator, WebsocketDenier  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        # Serves the admin's CSS/JS from the installed apps (no collectstatic step, no extra server).
-        "http": ASGIStaticFilesHandler(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(URLRouter(websocket_urlpatterns)),
+        # Static files (the admin's CSS/JS) are served by WhiteNoise's middleware (config/settings.py).
+        "http": django_asgi_app,
+        # A socket to any other path is refused at the handshake (403), not failed with a traceback.
+        "websocket": AllowedHostsOriginValidator(
+            URLRouter([*websocket_urlpatterns, re_path(r"", WebsocketDenier.as_asgi())])
+        ),
     }
 )

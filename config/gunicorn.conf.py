@@ -18,6 +18,8 @@ graceful_timeout = 20
 # request on a connection gunicorn is closing and answer 502.
 keepalive = int(os.environ.get("WEB_KEEPALIVE_SECONDS", "75"))
 accesslog = "-" if os.environ.get("WEB_ACCESS_LOG") == "1" else None
+# Redacts `?token=` values from the access and error logs.
+logger_class = "config.gunicorn_logging.RedactingLogger"
 errorlog = "-"
 # Gunicorn's control socket (a file under $HOME) is not used by anything here.
 control_socket_disable = True

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import ApiError
-from outbox.selectors import student_events_after
+from outbox.selectors import student_events_after, student_last_seq
 from purchases import provider_body, selectors, services, webhook
 from purchases.errors import DomainError, EventConflict
 from purchases.metrics import WEBHOOK_CONFLICTS
@@ -40,6 +40,9 @@ _DIGITS = re.compile(r"[0-9]{1,18}")
 EVENTS_PAGE_LIMIT = 500
 
 
+THROTTLED = (429, "throttled: over the rate limit (API_THROTTLE_STUDENT_RATE); see Retry-After")
+
+
 def _errors(*codes: tuple[int, str]) -> dict[int, OpenApiResponse]:
     return {status: OpenApiResponse(ErrorSerializer, description=text) for status, text in codes}
 
@@ -47,6 +50,9 @@ def _errors(*codes: tuple[int, str]) -> dict[int, OpenApiResponse]:
 class PaymentWebhookApi(APIView):
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
+    # Never rate-limited: a refused payment is a payment the provider must retry (signatures, not
+    # counting, keep others out).
+    throttle_classes: list[Any] = []
 
     @extend_schema(
         operation_id="payment_webhook",
@@ -140,12 +146,15 @@ def _read_body(request: Request) -> bytes:
     if declared and (not _DIGITS.fullmatch(declared) or int(declared) > MAX_WEBHOOK_BODY):
         raise too_large
     stream = request.META.get("wsgi.input")
-    if not declared and stream is not None and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
-        # Django's WSGI request reads no body without a Content-Length; the server (gunicorn) hands
-        # over the de-chunked stream, which ends with the body. (Under ASGI request.body has it all.)
-        body: bytes = stream.read(MAX_WEBHOOK_BODY + 1)
-    else:
-        body = request.body
+    try:
+        if not declared and stream is not None and "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # Django's WSGI request reads no body without a Content-Length; the server (gunicorn) hands
+            # over the de-chunked stream, which ends with the body. (Under ASGI request.body has it all.)
+            body: bytes = stream.read(MAX_WEBHOOK_BODY + 1)
+        else:
+            body = request.body
+    except Exception as exc:  # the server's own error for a broken chunk or a cut connection, whatever its class
+        raise ApiError(code="malformed_body", message="The body could not be read (broken chunked encoding?).") from exc
     if len(body) > MAX_WEBHOOK_BODY:
         raise too_large
     return body
@@ -179,7 +188,7 @@ class DashboardApi(APIView):
         operation_id="me_dashboard",
         summary="The student's purchases, trainers and sessions",
         description="Served from a cache that only the relay invalidates; `seq` is the last event it reflects.",
-        responses={200: DashboardSerializer, **_errors((401, "not_authenticated"))},
+        responses={200: DashboardSerializer, **_errors((401, "not_authenticated"), THROTTLED)},
     )
     def get(self, request: Request) -> HttpResponse:
         body, from_cache = selectors.dashboard_json(student=request.user)
@@ -196,7 +205,10 @@ class EventsApi(APIView):
             "Events in seq order, at most 500 per page; pass the returned `seq` as `after` for the next page."
         ),
         parameters=[OpenApiParameter("after", OpenApiTypes.INT, description="Return events with seq > after (0).")],
-        responses={200: EventsPageSerializer, **_errors((400, "invalid_request"), (401, "not_authenticated"))},
+        responses={
+            200: EventsPageSerializer,
+            **_errors((400, "invalid_request or cursor_ahead"), (401, "not_authenticated"), THROTTLED),
+        },
     )
     def get(self, request: Request) -> Response:
         raw_after = request.query_params.get("after", "0")
@@ -207,6 +219,13 @@ class EventsApi(APIView):
         after = int(raw_after)
         assert request.user is not None and request.user.pk is not None
         events = student_events_after(student_id=request.user.pk, after=after, limit=EVENTS_PAGE_LIMIT)
+        if not events and after > (last := student_last_seq(student_id=request.user.pk)):
+            # As the socket's 4400: a client following this cursor would skip the events up to it.
+            raise ApiError(
+                code="cursor_ahead",
+                message="`after` is ahead of the stream; resume from `seq`.",
+                details={"after": after, "seq": last},
+            )
         return Response({"events": [e.as_message() for e in events], "seq": events[-1].seq if events else after})
 
 
@@ -214,7 +233,7 @@ class CoursesApi(APIView):
     @extend_schema(
         operation_id="courses_list",
         summary="Courses on sale",
-        responses={200: CourseSerializer(many=True), **_errors((401, "not_authenticated"))},
+        responses={200: CourseSerializer(many=True), **_errors((401, "not_authenticated"), THROTTLED)},
     )
     def get(self, request: Request) -> Response:
         return Response(CourseSerializer(Course.objects.order_by("id"), many=True).data)
