@@ -14,6 +14,7 @@ from outbox.models import OutboxEvent
 from outbox.services import Cause
 from purchases.errors import EventConflict, UnknownCourse, UnknownPayment, UnknownStudent
 from purchases.models import Course, Payment, ProviderEvent, Purchase
+from purchases.provider_body import storable
 
 
 @dataclass(frozen=True)
@@ -82,11 +83,12 @@ def provider_event_receive(
                 purchase, outcome = refunded.purchase, ProviderEvent.Outcome.APPLIED
         if problem:
             outcome = ProviderEvent.Outcome.CONFLICT if type == PAYMENT_SUCCEEDED else ProviderEvent.Outcome.MISMATCH
-        payment_id = payload["data"].get("payment_id", "") if isinstance(payload.get("data"), dict) else ""
+        # The validated (trimmed) payment id for handled types, so the record finds its payment again.
+        payment_id = data.get("payment_id", "") if isinstance(data, dict) else ""
         record = ProviderEvent(
             provider_event_id=event_id,
             type=type,
-            payment_id=str(payment_id)[:128],
+            payment_id=storable(str(payment_id))[:128],
             outcome=outcome,
             payload=payload,
             raw_body=raw_body,

@@ -220,3 +220,12 @@ def test_the_admin_shows_the_raw_bytes(client: Client, student: Any, course: Cou
     page = client.get(f"/admin/purchases/providerevent/{ProviderEvent.objects.get().pk}/change/")
     assert page.status_code == 200
     assert r"\ud83d &lt;b&gt;" in page.content.decode() and f"{len(body)} bytes" in page.content.decode()
+
+
+def test_a_padded_payment_id_is_recorded_as_validated_so_retries_find_the_purchase(
+    client: Client, student: Any, course: Course
+) -> None:
+    body = webhook_body(payment_id="  pay_1 ", student_id=student.pk, course_id=course.pk)
+    first = send(client, body)
+    assert first.status_code == 200 and ProviderEvent.objects.get().payment_id == "pay_1"
+    assert send(client, body).json() == first.json()  # the retry finds the purchase through the record
