@@ -216,3 +216,24 @@ def test_production_refuses_to_start_with_allowed_hosts_star(processes: Processe
     proc = processes.start("web", commands.web(f"127.0.0.1:{free_port()}", "--workers", "1"), **production)
     assert proc.wait(timeout=60) != 0
     assert "ALLOWED_HOSTS must list this deployment's host names (not *) in production" in processes.log("web")
+
+
+def test_refused_handshakes_leave_nothing_behind_and_origins_are_checked_for_browsers_only(
+    student: Any, processes: Processes
+) -> None:
+    host = processes.server("ws", None, ALLOWED_HOSTS="127.0.0.1")
+    port = host.split(":")[1].encode()
+    token = b"/ws/events/?token=" + student.auth_token.key.encode()
+    assert status_of(raw(host, upgrade(token) + b"", timeout=2)) == 101  # an app: no Origin header
+    same_site = upgrade(token).replace(
+        b"Host: 127.0.0.1\r\n", b"Host: 127.0.0.1\r\nOrigin: http://127.0.0.1:" + port + b"\r\n"
+    )
+    assert status_of(raw(host, same_site, timeout=2)) == 101
+    other_site = upgrade(token).replace(b"Host: 127.0.0.1\r\n", b"Host: 127.0.0.1\r\nOrigin: http://evil.example\r\n")
+    for _ in range(10):
+        assert status_of(raw(host, other_site, timeout=5)) == 403
+        assert status_of(raw(host, upgrade(b"/nothing"), timeout=5)) == 403
+    proc = processes.procs["ws"]
+    proc.terminate()
+    proc.wait(timeout=8)  # no refused handshake left a task that holds up the shutdown
+    assert "Traceback" not in processes.log("ws")
