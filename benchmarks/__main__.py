@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
     os.environ["PAYMENT_WEBHOOK_SECRET"] = WEBHOOK_SECRET
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret-key-not-for-production-0123456789")
+    os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")  # production refuses `*`
 
     # SIGTERM / SIGHUP stop us like Ctrl-C: through the finally below, which stops every child.
     def on_signal(signum: int, frame: FrameType | None) -> None:
