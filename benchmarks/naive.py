@@ -22,7 +22,8 @@ from rest_framework.views import APIView
 
 from benchmarks.naive_chain import naive_purchase_created
 from config.errors import ApiError
-from purchases.api import _json_object, _validated, verify_signature
+from purchases import provider_body
+from purchases.api import _validated, verify_signature
 from purchases.models import Course, Payment, ProviderEvent, Purchase
 from purchases.serializers import PaymentDataSerializer, ProviderEventEnvelopeSerializer
 
@@ -30,11 +31,12 @@ from purchases.serializers import PaymentDataSerializer, ProviderEventEnvelopeSe
 class NaiveWebhookApi(APIView):
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
+    throttle_classes: list[Any] = []  # as the real webhook: never rate-limited
 
     def post(self, request: Request) -> Response:
         body = request.body
         verify_signature(request, body)
-        raw = _json_object(body)
+        raw = provider_body.parse(body)
         envelope = _validated(ProviderEventEnvelopeSerializer, raw)
         data = _validated(PaymentDataSerializer, envelope["data"], prefix="data")
         with transaction.atomic():
@@ -50,7 +52,8 @@ class NaiveWebhookApi(APIView):
                     "type": envelope["type"],
                     "payment_id": data["payment_id"],
                     "outcome": ProviderEvent.Outcome.APPLIED,
-                    "payload": raw,
+                    "payload": provider_body.storable(raw),
+                    "raw_body": body,
                 },
             )
         return Response({"purchase_id": purchase.pk, "status": purchase.status})

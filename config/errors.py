@@ -2,8 +2,10 @@
 
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -24,6 +26,15 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Every error of an API view in the one shape, as JSON, whatever renderer `?format=` or Accept
+    asked for (a failed negotiation is itself such an error)."""
+    request = context.get("request")
+    if request is not None:
+        request.accepted_renderer, request.accepted_media_type = JSONRenderer(), "application/json"
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
     if isinstance(exc, ApiError):
         return Response(error_body(exc.error_code, exc.message, exc.details), status=exc.status_code)
     response = exception_handler(exc, context)
@@ -31,6 +42,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return None
     if isinstance(exc, exceptions.ValidationError):
         response.data = error_body("invalid_request", "The request is not valid.", {"fields": exc.detail})
+    elif isinstance(exc, exceptions.Throttled):
+        response.data = error_body(
+            "throttled", "Too many requests; retry later.", {"retry_after_seconds": getattr(exc, "wait", None)}
+        )
     elif isinstance(exc, exceptions.APIException):
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else "error"

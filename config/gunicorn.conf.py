@@ -20,6 +20,8 @@ graceful_timeout = 20
 # request on a connection gunicorn is closing and answer 502.
 keepalive = env.int("WEB_KEEPALIVE_SECONDS", 75)
 accesslog = "-" if env.bool("WEB_ACCESS_LOG", False) else None
+# Redacts `?token=` values from the access and error logs.
+logger_class = "config.gunicorn_logging.RedactingLogger"
 check(env)
 errorlog = "-"
 # Gunicorn's control socket (a file under $HOME) is not used by anything here.

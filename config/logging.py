@@ -23,3 +23,14 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry)
+
+
+class ClientErrorsWithoutTraceback(logging.Filter):
+    """A request Django refuses as suspicious (a bad Host header, too many fields...) is answered 400
+    and logged by `django.security.*` with the exception's traceback: keep the one line, drop the
+    traceback (it is the client's error, not ours, and a traceback in the log reads as a crash)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("django.security."):
+            record.exc_info, record.exc_text = None, None
+        return True

@@ -7,7 +7,9 @@ with one line naming the variable (`check(env)` below), not a traceback.
 
 import logging
 import os
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import dj_database_url
@@ -37,7 +39,6 @@ def _secret(name: str, dev_default: str) -> str:
 
 
 SECRET_KEY = _secret("DJANGO_SECRET_KEY", "coursechain-dev-only-" + str(BASE_DIR))
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["*"])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -51,6 +52,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI and ReDoc served from this pinned package: /api/docs/ works offline
     "channels",
+    "axes",
     "outbox",
     "purchases",
     "allocation",
@@ -61,12 +63,17 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's CSS/JS) for both the web and ws processes; anything not a known
+    # static file, such as a traversal attempt, falls through to a 404.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "config.middleware.reject_nul_characters",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -242,7 +249,7 @@ METRICS_TOKEN = env.str("METRICS_TOKEN", "")
 PROMETHEUS_MULTIPROC_DIR = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(BASE_DIR / ".data" / "prometheus"))
 Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -250,6 +257,12 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # Rate limits (see the security block below); the payment webhook opts out.
+    "DEFAULT_THROTTLE_CLASSES": ["config.throttling.StudentRateThrottle", "config.throttling.AnonymousRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "student": env.str("API_THROTTLE_STUDENT_RATE", "300/min"),
+        "anonymous": env.str("API_THROTTLE_ANON_RATE", "60/min"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Course purchases API",
@@ -268,13 +281,16 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / ".data" / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# WhiteNoise serves the apps' static files from their own directories (no collectstatic step needed),
+# and whatever `collectstatic` put in STATIC_ROOT.
+WHITENOISE_USE_FINDERS = True
 
 _LOG_FORMATS = OneOf(["plain", "json"])
 LOGGING = {
@@ -288,10 +304,78 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": env.str("LOG_FORMAT", "plain", validate=_LOG_FORMATS),
+            "filters": ["redact_tokens", "client_errors_without_traceback"],
         },
+    },
+    # No `?token=` value reaches a log line through this handler (gunicorn's and uvicorn's own log
+    # lines are redacted by config.gunicorn_logging and realtime.redact).
+    "filters": {
+        "redact_tokens": {"()": "realtime.redact.RedactTokenFilter"},
+        "client_errors_without_traceback": {"()": "config.logging.ClientErrorsWithoutTraceback"},
     },
     "root": {"handlers": ["console"], "level": env.log_level("LOG_LEVEL", logging.INFO)},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+
+# -- Security ---------------------------------------------------------------------------------------
+# Everything the README's "Security" section promises, in one place. Production is any process
+# without COURSECHAIN_DEV=1 (dev.py and the tests set it). The HTTPS settings default to off, so a
+# plain-HTTP local stack works; the README's production environment turns each on, and
+# `manage.py check --deploy` is clean under it.
+
+# Host names this deployment answers to. Production refuses to start without them, or with `*`
+# (which would let any Host header into absolute URLs and password-reset links).
+ALLOWED_HOSTS = [h.strip() for h in env.list("ALLOWED_HOSTS", ["*"] if DEV_DEFAULTS else []) if h.strip()]
+if not DEV_DEFAULTS and (not ALLOWED_HOSTS or "*" in ALLOWED_HOSTS):
+    fail("ALLOWED_HOSTS must list this deployment's host names (not *) in production")
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in env.list("CSRF_TRUSTED_ORIGINS", []) if o.strip()]
+
+# HTTPS. SECURE_PROXY_SSL_HEADER names the header a TLS-terminating proxy sets to `https` (e.g.
+# X-Forwarded-Proto); only set it behind a proxy that always sets or strips that header.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]  # probes and scrapers inside the network
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", 0, validate=Range(min=0))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", False)
+_proxy_header = env.str("SECURE_PROXY_SSL_HEADER", "")
+if _proxy_header:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https")
+# How many proxies in front append to X-Forwarded-For: the client's address, for the admin lockout
+# and the anonymous rate limit, is the one the outermost trusted proxy saw (0: the peer's address).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", 0, validate=Range(min=0))
+REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXY_COUNT or None
+
+# Admin logins: django-axes locks out a username, and separately an address, after
+# ADMIN_LOGIN_FAILURE_LIMIT failed attempts, for ADMIN_LOGIN_COOLOFF_MINUTES (answered 429).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", 5, validate=_POSITIVE)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("ADMIN_LOGIN_COOLOFF_MINUTES", 15.0, validate=_SECONDS) or 15.0)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "config.throttling.client_ip"
+AXES_VERBOSE = False  # no log line per attempt: the access log has them, and a lockout is logged
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# The API's rate limits (REST_FRAMEWORK above: API_THROTTLE_STUDENT_RATE per student token,
+# API_THROTTLE_ANON_RATE per address without one) count in Redis, shared by every web process. If
+# Redis is down the limits are not applied (config.throttling): availability over throttling.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "cc:throttle",
+        "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
+    },
 }
 
 # Last: every variable above has been read; refuse the bad ones, all in one line.

@@ -11,9 +11,5 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("COURSECHAIN_PROCESS", "web")  # what /readyz checks (outbox/health.py)
-django_wsgi_app = get_wsgi_application()
-
-from django.contrib.staticfiles.handlers import StaticFilesHandler  # noqa: E402
-
-# Serves the admin's CSS/JS from the installed apps (no collectstatic step, no extra server).
-application = StaticFilesHandler(django_wsgi_app)
+# Static files (the admin's CSS/JS) are served by WhiteNoise's middleware (config/settings.py).
+application = get_wsgi_application()

@@ -24,6 +24,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from outbox.models import RelayHeartbeat
+from outbox.relay_status import unreachable_relays
 
 RELAY_STALE_AFTER = timedelta(seconds=30)
 NEEDS = {"web": ("database",), "ws": ("database", "redis")}
@@ -87,6 +88,10 @@ def healthz_view(request: HttpRequest) -> JsonResponse:
     """Readiness as the status code; every part of the delivery path in the body ("ok" or "degraded")."""
     kind = process_kind()
     checks = {"database": _database(), "redis": _redis(), "relay": _relay()}
+    # A relay that cannot reach the database (its own settings, or the network) says so in Redis.
+    unreachable = unreachable_relays() if checks["redis"]["ok"] else []
+    if unreachable:
+        checks["relay"].update(ok=False, cannot_connect=unreachable)
     ready = all(checks[name]["ok"] for name in NEEDS[kind])
     healthy = all(check["ok"] for check in checks.values())
     body = {"status": "ok" if healthy else "degraded", "process": kind, "ready": ready, "checks": checks}

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
 
-from outbox import deliveries, metrics, readcache
+from outbox import deliveries, metrics, readcache, relay_status
 from outbox.deliveries import Claimed
 from outbox.models import OutboxEvent, RelayHeartbeat
 from outbox.services import NOTIFY_CHANNEL, REALTIME_SINK
@@ -52,6 +52,7 @@ class Relay:
         self._loop = asyncio.new_event_loop()
         self._listener: psycopg.Connection[tuple[object, ...]] | None = None
         self.took_all = False
+        self.database = relay_status.ConnectionWatch(relay_id=self.relay_id)
 
     # -- one batch -------------------------------------------------------------------------------
 
@@ -154,9 +155,10 @@ class Relay:
                 self._listen()
                 self.drain(every_batch=beat_if_due, until_notified=True)
                 beat_if_due(0)
+                self.database.ok()
                 self._wait_for_notify()
             except (OperationalError, InterfaceError, psycopg.Error) as exc:
-                logger.warning("relay lost its database connection, reconnecting: %s", exc)
+                self.database.failed(exc)
                 self._reset_connections()
                 self.stopping.wait(min(self.poll_seconds, 1.0))
             except Exception:
@@ -217,13 +219,13 @@ def _log_if_slow(claimed: int, started: float, marks: list[tuple[str, float]]) -
 
 
 def _conninfo() -> dict[str, Any]:
-    db: dict[str, Any] = dict(settings.DATABASES["default"])
-    params: dict[str, Any] = {"dbname": db["NAME"], "user": db.get("USER") or None}
-    for key, name in (("PASSWORD", "password"), ("HOST", "host"), ("PORT", "port")):
-        if db.get(key):
-            params[name] = db[key]
-    if db.get("OPTIONS", {}).get("application_name"):
-        params["application_name"] = db["OPTIONS"]["application_name"]
+    """Exactly what Django connects with: its own `get_connection_params()`, so every DATABASE_URL form
+    that dj-database-url accepts (`?host=<socket dir>`, a percent-encoded socket path as the host,
+    `sslmode` and every other option) reaches the LISTEN connection too. Only the Python-side cursor
+    class and adapters are left out: a connection that only LISTENs uses neither."""
+    params: dict[str, Any] = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
     return params
 
 

@@ -35,9 +35,12 @@ class Verdict:
     line: str
 
 
-def judge(rows: list[SinkStatus], relays: list[RelayStatus], limits: Thresholds) -> Verdict:
-    """One line: the worst finding first, every finding named, with the numbers that crossed."""
+def judge(rows: list[SinkStatus], relays: list[RelayStatus], limits: Thresholds, *, cannot_connect: int = 0) -> Verdict:
+    """One line: the worst finding first, every finding named, with the numbers that crossed.
+    `cannot_connect`: relays that report (outbox.relay_status) they cannot reach the database."""
     findings: list[tuple[int, str]] = []
+    if cannot_connect:
+        findings.append((CRITICAL, f"{cannot_connect} relay(s) cannot connect to the database"))
     dead = sum(r.dead for r in rows)
     if dead > limits.max_dead:
         findings.append((CRITICAL, f"{dead} dead-lettered deliveries (max {limits.max_dead})"))

@@ -23,7 +23,7 @@ from allocation.services import trainer_allocate
 from outbox.admin import ReadOnlyModelAdmin, trace_url
 from outbox.services import Cause
 from outbox.trace import payment_trace
-from purchases import services
+from purchases import selectors, services
 from purchases.errors import DomainError
 from purchases.models import Course, Payment, ProviderEvent, Purchase
 
@@ -272,9 +272,21 @@ class ProviderEventAdmin(ReadOnlyModelAdmin):
     """What the payment provider sent us: "did the webhook even arrive?" comes before the trace."""
 
     list_display = ("provider_event_id", "type", "payment_id", "outcome", "received_at")
-    list_filter = ("type", "outcome")
+    list_filter = ("outcome", "type")
     search_fields = ("=payment_id", "=provider_event_id")
     ordering = ("-id",)
+    fields = (
+        *("provider_event_id", "type", "payment_id", "outcome", "problem", "received_at"),
+        *("raw_body_text", "payload"),
+    )
+    readonly_fields = fields
+
+    @admin.display(description="raw body (the provider's exact bytes)")
+    def raw_body_text(self, obj: ProviderEvent) -> str:
+        size = len(bytes(obj.raw_body)) if obj.raw_body is not None else 0
+        return format_html(
+            '<pre style="white-space: pre-wrap">{}</pre><p>{} bytes</p>', selectors.raw_body_text(obj.raw_body), size
+        )
 
 
 @admin.register(Course)

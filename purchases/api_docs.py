@@ -35,9 +35,20 @@ Signed by the payment provider with a secret shared with this service.
 
 Example (Python): `hmac.new(secret, f"{t}.".encode() + body, hashlib.sha256).hexdigest()`
 
+**Header grammar**: `t` is 1-12 ASCII digits and appears once; each `v1` is 64 hex digits; the header
+is at most 600 characters. Anything else is `invalid_signature`.
+
+**Body**: RFC 8259 JSON (no `NaN`/`Infinity`, nothing after the value), nested at most **32** deep, at
+most 64 KiB. Its exact bytes are kept whatever its other fields hold (lone surrogates, `\u0000`, numbers
+beyond a float); only `id`, `type` and `data` are validated.
+
 Every duplicate of a payment (same payment id, same data) answers 200 with the same purchase and emits
-nothing new. An event type other than `payment.succeeded` / `payment.refunded` is recorded and answered
-`{"ignored": true}`. Never a 5xx for any input.
+nothing new. The same payment id with another student, course, amount or currency is `409
+payment_conflict`; the same event id with another body is `409 event_conflict`; a refund whose student
+or course does not match the payment's purchase is `422 refund_mismatch`: each is recorded, nothing
+changes, and a retry gets the same answer. An event type other than `payment.succeeded` /
+`payment.refunded` is recorded and answered `{"ignored": true}`. Never rate-limited; never a 5xx for any
+input.
 """
 
 _PAYMENT = {"payment_id": "pay_3QnX81", "student_id": 1, "course_id": 2, "amount": "240.00", "currency": "EUR"}
@@ -66,6 +77,13 @@ def _errors(*specs: tuple[int, str, list[OpenApiExample]]) -> dict[int, OpenApiR
         for status, text, examples in specs
     }
 
+
+_THROTTLED = (
+    429,
+    "Over the rate limit (`API_THROTTLE_STUDENT_RATE` per token, `API_THROTTLE_ANON_RATE` per address): retry "
+    "after the `Retry-After` header's seconds.",
+    [_error(429, "throttled", "Request was throttled. Expected available in 57 seconds.", {"retry_after": 57})],
+)
 
 _UNAUTHENTICATED = (
     401,
@@ -123,9 +141,25 @@ WEBHOOK: dict[str, Any] = {
             ),
             (413, "Body over 64 KiB.", [_error(413, "body_too_large", "Body exceeds 64 KiB.")]),
             (
+                409,
+                "The payment id is known with other terms (`payment_conflict`), or the event id with another body "
+                "(`event_conflict`). Nothing changed.",
+                [
+                    _error(
+                        409,
+                        "payment_conflict",
+                        "This payment id is recorded with another student, course, amount or currency; nothing "
+                        "changed.",
+                        {"purchase_id": 17, "fields": {"amount": {"recorded": "240.00", "sent": "24.00"}}},
+                    ),
+                    _error(409, "event_conflict", "event evt_1PqR7sT2 was received with another body"),
+                ],
+            ),
+            (
                 422,
                 "Valid, but not applicable: `unknown_student`, `not_a_student` (staff and superusers cannot buy), "
-                "`unknown_course`, `unknown_payment` (a refund for no purchase).",
+                "`unknown_course`, `unknown_payment` (a refund for no purchase), `refund_mismatch` (a refund whose "
+                "student or course is not the purchase's).",
                 [
                     _error(422, "unknown_student", "no active student with id 1", {"student_id": 1}),
                     _error(
@@ -135,6 +169,12 @@ WEBHOOK: dict[str, Any] = {
                         {"student_id": 1},
                     ),
                     _error(422, "unknown_course", "no course with id 2", {"course_id": 2}),
+                    _error(
+                        422,
+                        "refund_mismatch",
+                        "The refund's student or course does not match the payment's purchase; nothing was refunded.",
+                        {"purchase_id": 17, "fields": {"student": {"recorded": 1, "sent": 2}}},
+                    ),
                 ],
             ),
         ),
@@ -170,7 +210,7 @@ DASHBOARD: dict[str, Any] = {
     ),
     "responses": {
         200: OpenApiResponse(DashboardSerializer, examples=[OpenApiExample("dashboard", value=_DASHBOARD)]),
-        **_errors(_UNAUTHENTICATED),
+        **_errors(_UNAUTHENTICATED, _THROTTLED),
     },
 }
 
@@ -205,10 +245,20 @@ EVENTS: dict[str, Any] = {
         **_errors(
             (
                 400,
-                "`after` is not a non-negative integer (`invalid_request`).",
-                [_error(400, "invalid_request", "`after` must be a non-negative integer.", {"after": "-1"})],
+                "`after` is not a non-negative integer (`invalid_request`), or is ahead of the student's stream "
+                "(`cursor_ahead`: the client must refetch from 0 or from `details.seq`).",
+                [
+                    _error(400, "invalid_request", "`after` must be a non-negative integer.", {"after": "-1"}),
+                    _error(
+                        400,
+                        "cursor_ahead",
+                        "`after` is ahead of the stream; resume from `seq`.",
+                        {"after": 13, "seq": 8},
+                    ),
+                ],
             ),
             _UNAUTHENTICATED,
+            _THROTTLED,
         ),
     },
 }
@@ -235,7 +285,7 @@ COURSES: dict[str, Any] = {
                 )
             ],
         ),
-        **_errors(_UNAUTHENTICATED),
+        **_errors(_UNAUTHENTICATED, _THROTTLED),
     },
 }
 

@@ -30,3 +30,9 @@ class NotAStudent(DomainError):
 
 class MoveToSameCourse(DomainError):
     code = "same_course"
+
+
+class EventConflict(DomainError):
+    """The provider event id is recorded with another body."""
+
+    code = "event_conflict"

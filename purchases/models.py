@@ -72,17 +72,29 @@ class ProviderEvent(models.Model):
 
     Recorded in the same transaction as its effect, so an event is either fully applied or not
     recorded; unknown types are recorded as ignored, and answered 200 so the provider stops retrying.
+    A payment that conflicts with the one already recorded under its payment id (`conflict`), and a
+    refund that does not match its purchase (`mismatch`), are recorded without any effect, so that
+    an operator sees them; the provider is answered 409 / 422 again on every retry.
+
+    `raw_body` is the provider's exact bytes (the record); `payload` is their JSON in jsonb, with what
+    jsonb cannot hold kept as text (`purchases.provider_body.storable`). Rows from before the raw bytes
+    were kept have `raw_body` NULL.
     """
 
     class Outcome(models.TextChoices):
         APPLIED = "applied"
         IGNORED = "ignored"
+        CONFLICT = "conflict"
+        MISMATCH = "mismatch"
 
     provider_event_id = models.CharField(max_length=128, unique=True)
     type = models.CharField(max_length=64)
     payment_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
     outcome = models.CharField(max_length=16, choices=Outcome.choices)
     payload = models.JSONField()
+    raw_body = models.BinaryField(null=True, editable=False)
+    # For `conflict` and `mismatch`: what differed, {"field": {"recorded": ..., "sent": ...}}.
+    problem = models.JSONField(default=dict, blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -1,4 +1,4 @@
-"""Reads of purchases: the student's dashboard read model."""
+"""Reads of purchases: the student's dashboard read model, and the provider's records of a payment."""
 
 import json
 from datetime import UTC
@@ -7,8 +7,9 @@ from typing import Any
 from django.db import connection, transaction
 
 from outbox import readcache
+from outbox.payment_records import PaymentRecord
 from outbox.selectors import student_last_seq
-from purchases.models import Purchase, StudentProfile
+from purchases.models import ProviderEvent, Purchase, StudentProfile
 
 DASHBOARD_VIEW = "dashboard"
 
@@ -76,3 +77,34 @@ def dashboard_json(*, student: Any) -> tuple[bytes, bool]:
 
     _, body, from_cache = readcache.fetch(student_id=student.pk, view=DASHBOARD_VIEW, build=build)
     return body, from_cache
+
+
+def raw_body_text(raw_body: bytes | memoryview | None) -> str:
+    """The provider's exact bytes as text: they are UTF-8 (the webhook refuses anything else), and
+    any other byte would show as an escape."""
+    if raw_body is None:
+        return "(not kept: recorded before the webhook kept raw bodies)"
+    return bytes(raw_body).decode("utf-8", "backslashreplace")
+
+
+def provider_event_records(payment_id: str) -> list[PaymentRecord]:
+    """Every provider event recorded for this payment id, oldest first (for `trace`)."""
+    events = ProviderEvent.objects.filter(payment_id=payment_id).order_by("id")[:100]
+    return [
+        PaymentRecord(
+            summary=(
+                f"{e.received_at:%Y-%m-%d %H:%M:%S} {e.type} event {e.provider_event_id}: {e.outcome}"
+                + (f" {json.dumps(e.problem)}" if e.problem else "")
+            ),
+            body=raw_body_text(e.raw_body),
+            fields={
+                "provider_event_id": e.provider_event_id,
+                "type": e.type,
+                "outcome": e.outcome,
+                "problem": e.problem,
+                "received_at": e.received_at.isoformat(),
+                "raw_body": raw_body_text(e.raw_body),
+            },
+        )
+        for e in events
+    ]

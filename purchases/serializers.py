@@ -3,8 +3,16 @@ from rest_framework import serializers
 from purchases.models import Course
 
 
+def storable_text(value: str) -> None:
+    """PostgreSQL text holds neither U+0000 (CharField refuses it already) nor a lone surrogate."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise serializers.ValidationError("Must not contain a lone surrogate (\\ud800-\\udfff).") from exc
+
+
 class PaymentDataSerializer(serializers.Serializer[dict[str, object]]):
-    payment_id = serializers.CharField(max_length=128)
+    payment_id = serializers.CharField(max_length=128, validators=[storable_text])
     student_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
     course_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
     amount = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0)
@@ -14,8 +22,8 @@ class PaymentDataSerializer(serializers.Serializer[dict[str, object]]):
 class ProviderEventEnvelopeSerializer(serializers.Serializer[dict[str, object]]):
     """What every provider event has; `data` is checked per type (unknown types are only recorded)."""
 
-    id = serializers.CharField(max_length=128)
-    type = serializers.CharField(max_length=64)
+    id = serializers.CharField(max_length=128, validators=[storable_text])
+    type = serializers.CharField(max_length=64, validators=[storable_text])
     created = serializers.IntegerField(min_value=0, max_value=2**63 - 1)
     # The provider's field is called `data`, which shadows Serializer.data; we never read .data here.
     data = serializers.DictField()  # type: ignore[assignment]

@@ -13,8 +13,16 @@ from rest_framework.authtoken.models import Token
 from outbox import services as outbox
 from outbox.models import OutboxEvent
 from outbox.services import Cause
-from purchases.errors import MoveToSameCourse, NotAStudent, UnknownCourse, UnknownPayment, UnknownStudent
+from purchases.errors import (
+    EventConflict,
+    MoveToSameCourse,
+    NotAStudent,
+    UnknownCourse,
+    UnknownPayment,
+    UnknownStudent,
+)
 from purchases.models import Course, Payment, ProviderEvent, Purchase, StudentProfile
+from purchases.provider_body import storable
 
 
 @dataclass(frozen=True)
@@ -25,8 +33,17 @@ class PurchaseResult:
 
 @dataclass(frozen=True)
 class ProviderEventResult:
+    """`outcome` is the event's recorded outcome: `applied` and `ignored` succeeded; `conflict` (the
+    payment id is recorded with other terms) and `mismatch` (a refund for another student or course)
+    changed nothing. `problem` says what differed; `purchase` is the payment's purchase, if any."""
+
     purchase: Purchase | None
-    ignored: bool
+    outcome: str
+    problem: dict[str, Any]
+
+    @property
+    def ignored(self) -> bool:
+        return self.outcome == ProviderEvent.Outcome.IGNORED
 
 
 PAYMENT_SUCCEEDED = "payment.succeeded"
@@ -35,48 +52,96 @@ HANDLED_PROVIDER_EVENTS = (PAYMENT_SUCCEEDED, PAYMENT_REFUNDED)
 
 
 def provider_event_receive(
-    *, event_id: str, type: str, data: dict[str, Any], raw: dict[str, Any]
+    *, event_id: str, type: str, data: dict[str, Any], payload: dict[str, Any], raw_body: bytes
 ) -> ProviderEventResult:
-    """Apply one verified payment-provider event, exactly once.
+    """Apply one verified payment-provider event, exactly once, and record it with its exact bytes.
 
     `payment.succeeded` creates the purchase, `payment.refunded` refunds it; any other type is
-    recorded as ignored. Idempotent by provider event id, and by payment id across different events
-    of the same payment, also under concurrency (the unique indexes serialise the racers; no
-    deadlock, since every caller locks the payment before the event record). For handled types,
-    `data` must have been validated (payment_id, student_id, course_id, amount, currency).
+    recorded as ignored. Idempotent by provider event id (the same id with other bytes raises
+    `EventConflict`, and nothing is written), and by payment id across different events of the same
+    payment, also under concurrency (the unique indexes serialise the racers; no deadlock, since
+    every caller locks the payment before the event record). A payment id already recorded with
+    another student, course, amount or currency is recorded as a `conflict` and changes nothing; a
+    refund whose student or course differs from the purchase's is recorded as a `mismatch` and
+    refunds nothing. For handled types, `data` must have been validated (payment_id, student_id,
+    course_id, amount, currency). `payload` is the body as jsonb can store it (`provider_body.storable`).
     """
     with transaction.atomic():
         seen = ProviderEvent.objects.filter(provider_event_id=event_id).first()
         if seen is not None:
-            purchase = Purchase.objects.filter(payment__provider_payment_id=seen.payment_id).first()
-            return ProviderEventResult(purchase=purchase, ignored=seen.outcome == ProviderEvent.Outcome.IGNORED)
-        purchase = None
+            return _replayed(seen, raw_body=raw_body, payload=payload)
+        purchase, outcome, problem = None, ProviderEvent.Outcome.IGNORED, {}
         if type == PAYMENT_SUCCEEDED:
-            purchase = purchase_create(
+            result = purchase_create(
                 payment_id=data["payment_id"],
                 student_id=data["student_id"],
                 course_id=data["course_id"],
                 amount=data["amount"],
                 currency=data["currency"],
                 actor="webhook",
-            ).purchase
+            )
+            purchase, outcome = result.purchase, ProviderEvent.Outcome.APPLIED
+            if not result.created:
+                problem = _differences(purchase, data, ("student", "course", "amount", "currency"))
         elif type == PAYMENT_REFUNDED:
-            purchase = purchase_refund(payment_id=data["payment_id"], actor="webhook").purchase
-        # A concurrent call for the same event id has recorded it already (we waited for it on the
-        # unique index): keep its record. One statement, no savepoint.
-        ProviderEvent.objects.bulk_create(
-            [
-                ProviderEvent(
-                    provider_event_id=event_id,
-                    type=type,
-                    payment_id=str(data.get("payment_id", ""))[:128] if isinstance(data, dict) else "",
-                    outcome=ProviderEvent.Outcome.APPLIED if purchase else ProviderEvent.Outcome.IGNORED,
-                    payload=raw,
-                )
-            ],
-            ignore_conflicts=True,
+            purchase = _purchase_of(data["payment_id"])
+            problem = _differences(purchase, data, ("student", "course")) if purchase else {}
+            if not problem:
+                refunded = purchase_refund(payment_id=data["payment_id"], actor="webhook")
+                purchase, outcome = refunded.purchase, ProviderEvent.Outcome.APPLIED
+        if problem:
+            outcome = ProviderEvent.Outcome.CONFLICT if type == PAYMENT_SUCCEEDED else ProviderEvent.Outcome.MISMATCH
+        # The validated (trimmed) payment id for handled types, so the record finds its payment again.
+        payment_id = data.get("payment_id", "") if isinstance(data, dict) else ""
+        record = ProviderEvent(
+            provider_event_id=event_id,
+            type=type,
+            payment_id=storable(str(payment_id))[:128],
+            outcome=outcome,
+            payload=payload,
+            raw_body=raw_body,
+            problem=problem,
         )
-        return ProviderEventResult(purchase=purchase, ignored=purchase is None)
+        # A concurrent call for the same event id may have recorded it first (we waited for it on the
+        # unique index): then ours is a replay of it, or a conflict that must leave nothing behind.
+        ProviderEvent.objects.bulk_create([record], ignore_conflicts=True)
+        if not ProviderEvent.objects.filter(provider_event_id=event_id, raw_body=raw_body).exists():
+            raise EventConflict(f"event {event_id!r} is recorded with another body", event_id=event_id)
+        return ProviderEventResult(purchase=purchase, outcome=outcome, problem=problem)
+
+
+def _replayed(seen: ProviderEvent, *, raw_body: bytes, payload: dict[str, Any]) -> ProviderEventResult:
+    """The answer to a retry of a recorded event: its recorded outcome, if the body is the same."""
+    same = bytes(seen.raw_body) == raw_body if seen.raw_body is not None else seen.payload == payload
+    if not same:
+        event_id = seen.provider_event_id
+        raise EventConflict(f"event {event_id!r} is recorded with another body", event_id=event_id)
+    return ProviderEventResult(purchase=_purchase_of(seen.payment_id), outcome=seen.outcome, problem=seen.problem)
+
+
+def _purchase_of(payment_id: str) -> Purchase | None:
+    return Purchase.objects.select_related("payment").filter(payment__provider_payment_id=payment_id).first()
+
+
+def _differences(purchase: Purchase, data: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """Which of `fields` the recorded purchase has with other values than `data`."""
+    recorded = {
+        "student": purchase.student_id,
+        "course": purchase.course_id,
+        "amount": purchase.payment.amount,
+        "currency": purchase.payment.currency,
+    }
+    sent = {
+        "student": data["student_id"],
+        "course": data["course_id"],
+        "amount": data["amount"],
+        "currency": data["currency"].upper(),
+    }
+    return {f: {"recorded": _plain(recorded[f]), "sent": _plain(sent[f])} for f in fields if recorded[f] != sent[f]}
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Decimal) else value
 
 
 def purchase_create(

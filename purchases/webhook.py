@@ -2,11 +2,21 @@
 
 `<hex>` is HMAC-SHA256 over `"<t>.<raw body>"` with one of the configured secrets (several during a
 rotation). A `t` more than the tolerance away from now, either way, is rejected (replay window).
+
+The header is parsed strictly, before any arithmetic: at most `MAX_HEADER_LENGTH` characters of
+comma-separated `key=value` parts, `t` exactly once as 1-12 ASCII digits (no sign, no `_`, no
+Unicode digits), each `v1` exactly 64 hex digits, and nothing else. Anything else is refused.
 """
 
 import hashlib
 import hmac
+import re
 import time
+
+# Room for a timestamp and eight signatures (a rotation needs two).
+MAX_HEADER_LENGTH = 600
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class InvalidSignature(Exception):
@@ -19,23 +29,30 @@ def sign(*, body: bytes, secret: str, timestamp: int) -> str:
     return f"t={timestamp},v1={mac}"
 
 
-def verify(*, header: str | None, body: bytes, secrets: list[str], tolerance: int, now: float | None = None) -> int:
-    """Return the signed timestamp, or raise `InvalidSignature` saying why."""
+def parse_header(header: str | None) -> tuple[int, list[str]]:
+    """`(t, [v1, ...])` of a well-formed header (signatures lower-cased), or `InvalidSignature`."""
     if not header:
         raise InvalidSignature("missing Payment-Signature header")
+    if len(header) > MAX_HEADER_LENGTH:
+        raise InvalidSignature(f"Payment-Signature header longer than {MAX_HEADER_LENGTH} characters")
     timestamp: int | None = None
     candidates: list[str] = []
     for part in header.split(","):
-        key, _, value = part.strip().partition("=")
-        if key == "t":
-            try:
-                timestamp = int(value)
-            except ValueError as exc:
-                raise InvalidSignature("malformed timestamp") from exc
-        elif key == "v1" and value:
-            candidates.append(value)
+        key, sep, value = part.strip(" ").partition("=")
+        if key == "t" and sep and timestamp is None and _TIMESTAMP.fullmatch(value):
+            timestamp = int(value)
+        elif key == "v1" and sep and _HEX64.fullmatch(value):
+            candidates.append(value.lower())
+        else:
+            raise InvalidSignature("header must be t=<1-12 digits>,v1=<64 hex digits>[,v1=<64 hex digits>...]")
     if timestamp is None or not candidates:
         raise InvalidSignature("header needs t=<unix seconds> and at least one v1=<hex>")
+    return timestamp, candidates
+
+
+def verify(*, header: str | None, body: bytes, secrets: list[str], tolerance: int, now: float | None = None) -> int:
+    """Return the signed timestamp, or raise `InvalidSignature` saying why."""
+    timestamp, candidates = parse_header(header)
     current = time.time() if now is None else now
     if abs(current - timestamp) > tolerance:
         raise InvalidSignature("timestamp outside the tolerance window")

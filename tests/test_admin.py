@@ -11,6 +11,7 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import F
+from django.http import HttpRequest
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -32,7 +33,7 @@ CHANGELIST_URL = "/admin/purchases/purchase/"
 def ops(db: None) -> Client:
     get_user_model().objects.create_superuser("ops", "ops@example.com", "secret")
     client = Client()
-    client.login(username="ops", password="secret")  # through the real auth backend
+    client.login(request=HttpRequest(), username="ops", password="secret")  # through the real auth backends (axes too)
     return client
 
 

@@ -13,6 +13,7 @@ import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django.http import HttpRequest
 from django.test import Client
 
 from outbox.models import OutboxEvent
@@ -62,7 +63,7 @@ def test_admin_fix_purchase_and_webhook_produce_the_same_chain_cache_invalidatio
 
     get_user_model().objects.create_superuser("ops", "ops@example.com", "secret")
     operator = Client()
-    operator.login(username="ops", password="secret")
+    operator.login(request=HttpRequest(), username="ops", password="secret")
     added = operator.post(
         "/admin/purchases/purchase/add/",
         {"payment_id": "pay_admin", "student": by_admin.pk, "course": course.pk, "amount": "", "currency": ""},

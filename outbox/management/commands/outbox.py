@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from outbox import operations, verdict
+from outbox.relay_status import unreachable_relays
 from outbox.trace import duration
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -151,8 +152,9 @@ class Command(BaseCommand):
         limits = verdict.Thresholds(
             max_lag=options["max_lag"], max_dead=options["max_dead"], require_relay=not options["no_relay_ok"]
         )
-        judged = verdict.judge(rows, relays, limits)
-        self._status_report(rows, relays, judged, as_json=options["json"])
+        unreachable = unreachable_relays()
+        judged = verdict.judge(rows, relays, limits, cannot_connect=len(unreachable))
+        self._status_report(rows, relays, judged, unreachable, as_json=options["json"])
         if options["check"] and judged.code != verdict.OK:
             sys.exit(judged.code)
 
@@ -161,6 +163,7 @@ class Command(BaseCommand):
         rows: list[operations.SinkStatus],
         relays: list[operations.RelayStatus],
         judged: verdict.Verdict,
+        unreachable: list[dict[str, Any]],
         *,
         as_json: bool,
     ) -> None:
@@ -182,7 +185,9 @@ class Command(BaseCommand):
                 for b in relays
             ]
             summary = {"code": judged.code, "state": verdict.NAMES[judged.code], "line": judged.line}
-            self.stdout.write(json.dumps({"verdict": summary, "sinks": sinks, "relays": beats}))
+            self.stdout.write(
+                json.dumps({"verdict": summary, "sinks": sinks, "relays": beats, "relays_cannot_connect": unreachable})
+            )
             return
         self.stdout.write(judged.line)
         header = f"{'sink':32} {'lag':>9} {'due':>7} {'scheduled':>9} {'in flight':>9} {'failing':>7} {'dead':>6}"
@@ -196,6 +201,10 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"relay {b.relay_id}: {state}, last beat {duration(now - b.beat_at)} ago, "
                 f"claimed {b.claimed_total} since {b.started_at:%Y-%m-%d %H:%M:%S}"
+            )
+        for u in unreachable:
+            self.stdout.write(
+                f"relay {u['relay_id']}: CANNOT CONNECT to the database for {u['for_seconds']:.0f} s: {u['cause']}"
             )
         if not any(b.alive for b in relays):
             self.stdout.write("no relay is alive: is `manage.py run_relay` running?")

@@ -11,6 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from outbox.models import Delivery
+from outbox.payment_records import PaymentRecord, records_of
 from outbox.student_trace import student_trace
 from outbox.student_trace_render import student_trace_json, student_trace_text
 from outbox.trace import DELIVERED, IN_PROGRESS, STUCK, Trace, payment_trace
@@ -40,9 +41,15 @@ class Command(BaseCommand):
         if not payment_id:
             raise CommandError("payment id must not be empty")
         trace = payment_trace(payment_id=payment_id)
+        records = records_of(payment_id)
         if trace is None:
+            if records and not options["json"]:
+                self.stdout.write(records_text(records))
             raise CommandError(f"no events for payment {payment_id!r}: unknown payment id, or its history was purged")
-        self.stdout.write(json.dumps(trace_json(trace)) if options["json"] else trace_text(trace))
+        if options["json"]:
+            self.stdout.write(json.dumps({**trace_json(trace), "provider_events": [r.fields for r in records]}))
+        else:
+            self.stdout.write("\n\n".join(filter(None, [records_text(records), trace_text(trace)])))
 
     def _student(self, student_id: int, *, as_json: bool, resync: bool) -> None:
         if resync:
@@ -62,6 +69,16 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(student_trace_json(trace)) if as_json else student_trace_text(trace))
         if not trace.verdict.current:
             raise SystemExit(1)
+
+
+def records_text(records: list[PaymentRecord]) -> str:
+    """What the payment provider sent for this payment, each with its exact bytes."""
+    if not records:
+        return ""
+    lines = [f"Received from the payment provider ({len(records)}):"]
+    for record in records:
+        lines += [f"  {record.summary}", f"    body: {record.body}"]
+    return "\n".join(lines)
 
 
 def trace_json(trace: Trace) -> dict[str, Any]:

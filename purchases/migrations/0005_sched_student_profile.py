@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("auth", "0012_alter_user_first_name_max_length"),
-        ("purchases", "0003_provider_event"),
+        ("purchases", "0004_edges_raw_body"),
     ]
 
     operations = [

@@ -1,0 +1,21 @@
+"""Refuse what no view can handle: a URL holding U+0000 (`%00`) is answered 400 in the error shape.
+
+PostgreSQL text cannot hold U+0000, so such a path or query value reaching a query (an admin lookup,
+a trace by payment id, a filter) raised a DataError and answered 500.
+"""
+
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from config.errors import error_body
+
+
+def reject_nul_characters(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
+    def middleware(request: HttpRequest) -> HttpResponse:
+        query = request.META.get("QUERY_STRING", "")
+        if "\x00" in request.path or "\x00" in query or "%00" in query:
+            return JsonResponse(error_body("invalid_request", "The URL must not contain U+0000 (%00)."), status=400)
+        return get_response(request)
+
+    return middleware
