@@ -26,3 +26,13 @@ check(env)
 errorlog = "-"
 # Gunicorn's control socket (a file under $HOME) is not used by anything here.
 control_socket_disable = True
+
+
+def on_starting(server: object) -> None:
+    """Read the Django settings once in the master, before any worker: a bad or refused value (e.g.
+    ALLOWED_HOSTS=* in production) then stops gunicorn with its one-line error. In a worker, the same exit
+    would only make the master start another worker, forever."""
+    import importlib
+    import os
+
+    importlib.import_module(os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings"))

@@ -326,10 +326,10 @@ LOGGING = {
 
 # Host names this deployment answers to. Production refuses to start without them, or with `*`
 # (which would let any Host header into absolute URLs and password-reset links).
-ALLOWED_HOSTS = [h.strip() for h in env.list("ALLOWED_HOSTS", ["*"] if DEV_DEFAULTS else []) if h.strip()]
+ALLOWED_HOSTS = [h.strip() for h in env.list("ALLOWED_HOSTS", ["*"] if DEV_DEFAULTS else [], subcast=str) if h.strip()]
 if not DEV_DEFAULTS and (not ALLOWED_HOSTS or "*" in ALLOWED_HOSTS):
     fail("ALLOWED_HOSTS must list this deployment's host names (not *) in production")
-CSRF_TRUSTED_ORIGINS = [o.strip() for o in env.list("CSRF_TRUSTED_ORIGINS", []) if o.strip()]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in env.list("CSRF_TRUSTED_ORIGINS", [], subcast=str) if o.strip()]
 
 # HTTPS. SECURE_PROXY_SSL_HEADER names the header a TLS-terminating proxy sets to `https` (e.g.
 # X-Forwarded-Proto); only set it behind a proxy that always sets or strips that header.

@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.http import HttpRequest
 from django.test import Client
 
 from allocation.models import Trainer
@@ -112,7 +113,7 @@ def test_the_admin_moves_and_refuses_staff_through_the_same_services(
 ) -> None:
     get_user_model().objects.create_superuser("ops", "ops@example.com", "secret")
     ops = Client()
-    ops.login(username="ops", password="secret")
+    ops.login(request=HttpRequest(), username="ops", password="secret")  # axes needs the request
     other = Course.objects.create(title="Mobility", price="120.00", currency="EUR", sessions_count=2)
     purchase = buy(student, course, "pay_1")
     Relay().drain()

@@ -112,7 +112,12 @@ def test_a_relay_that_cannot_connect_says_why_once_and_healthz_and_status_report
     (report,) = wait_until(reported, timeout=60, what="/healthz to report the relay")
     assert "standby" in report["cause"] and report["for_seconds"] >= 3
     response = Client().get("/healthz")
-    assert response.status_code == 503
+    # Reported, but web stays ready: taking payments needs only the database (issue 16's readiness).
+    assert response.status_code == 200 and json.loads(response.content)["status"] == "degraded"
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as exited:
+        call_command("outbox", "status", "--check", stdout=out)
+    assert exited.value.code == 2 and "cannot connect to the database" in out.getvalue().splitlines()[0]
     out = io.StringIO()
     call_command("outbox", "status", stdout=out)
     assert f"relay {report['relay_id']}: CANNOT CONNECT to the database" in out.getvalue()

@@ -12,6 +12,7 @@ import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django.http import HttpRequest
 from django.test import Client
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
@@ -152,7 +153,7 @@ def test_a_cached_dashboard_older_than_the_delivered_stream_is_reported(student:
 def ops(db: None) -> Client:
     get_user_model().objects.create_superuser("ops", "ops@example.com", "secret")
     client = Client()
-    client.login(username="ops", password="secret")
+    client.login(request=HttpRequest(), username="ops", password="secret")  # axes needs the request
     return client
 
 

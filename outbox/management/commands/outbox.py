@@ -152,9 +152,9 @@ class Command(BaseCommand):
         limits = verdict.Thresholds(
             max_lag=options["max_lag"], max_dead=options["max_dead"], require_relay=not options["no_relay_ok"]
         )
-        unreachable = unreachable_relays()
-        judged = verdict.judge(rows, relays, limits, cannot_connect=len(unreachable))
-        self._status_report(rows, relays, judged, unreachable, as_json=options["json"])
+        cannot_connect = unreachable_relays()
+        judged = verdict.judge(rows, relays, limits, cannot_connect=len(cannot_connect))
+        self._status_report(rows, relays, judged, cannot_connect, as_json=options["json"])
         if options["check"] and judged.code != verdict.OK:
             sys.exit(judged.code)
 
