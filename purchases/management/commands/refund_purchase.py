@@ -32,6 +32,6 @@ class Command(BaseCommand):
             return
         self.stdout.write(
             f"refunded purchase {result.purchase.pk} of payment {payment_id!r} and emitted purchase.refunded: "
-            f"the trainer's place is free; future sessions get cancelled. "
+            f"the trainer's place and the future sessions' slots are free. "
             f"Follow it with `manage.py trace {payment_id}`."
         )
