@@ -35,8 +35,14 @@ class BrowserOriginValidator(OriginValidator):
     authenticates a socket, so another site's page has nothing to ride on). Refusals end at once."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        origins = [urlparse(value.decode("latin1")) for name, value in scope.get("headers", []) if name == b"origin"]
-        if not origins or self.validate_origin(origins[-1]):
+        try:
+            origins = [
+                urlparse(value.decode("latin1")) for name, value in scope.get("headers", []) if name == b"origin"
+            ]
+            allowed = not origins or self.validate_origin(origins[-1])
+        except ValueError:  # e.g. `http://[::1`: not an origin any browser sends
+            allowed = False
+        if allowed:
             return await self.application(scope, receive, send)
         return await refuse_websocket(scope, receive, send)
 

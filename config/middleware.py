@@ -10,6 +10,23 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from config.errors import error_body
 
+PROBES = {"/livez", "/readyz", "/healthz"}
+
+
+def serve_probes(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
+    """Health probes answer before any Host check or HTTPS redirect: an orchestrator probes a pod by its
+    address (Kubernetes' httpGet sends the pod IP as Host), which ALLOWED_HOSTS rightly does not list, and
+    a 400 there would keep every pod unready. The probes read nothing from the request."""
+    from outbox.health import healthz_view, livez_view, readyz_view
+
+    views = {"/livez": livez_view, "/readyz": readyz_view, "/healthz": healthz_view}
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        view = views.get(request.path_info) if request.method in ("GET", "HEAD") else None
+        return view(request) if view is not None else get_response(request)
+
+    return middleware
+
 
 def reject_nul_characters(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
     def middleware(request: HttpRequest) -> HttpResponse:

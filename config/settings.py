@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import dj_database_url
-from marshmallow.validate import OneOf, Range
+from marshmallow.validate import OneOf, Range, Regexp
 
 from config.env import check, fail, reader
 
@@ -22,6 +22,8 @@ env = reader()
 _POSITIVE = Range(min=1)
 _NON_NEGATIVE = Range(min=0)
 _SECONDS = Range(min=0, min_inclusive=False)
+# DRF's rate syntax (`300/min`): anything else would only fail when a request builds its throttle.
+_RATE = Regexp(r"^[1-9][0-9]{0,8}/(s|sec|second|m|min|minute|h|hour|d|day)$", error="expected a rate like 300/min")
 
 DEBUG = env.bool("DJANGO_DEBUG", False)
 # `dev.py run|test|manage` sets COURSECHAIN_DEV=1: local defaults for the secrets below. Without it
@@ -62,6 +64,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.serve_probes",  # before the Host check: probes come by address (config/middleware.py)
     "django.middleware.security.SecurityMiddleware",
     # Static files (the admin's CSS/JS) for both the web and ws processes; anything not a known
     # static file, such as a traversal attempt, falls through to a 404.
@@ -260,8 +263,8 @@ REST_FRAMEWORK: dict[str, Any] = {
     # Rate limits (see the security block below); the payment webhook opts out.
     "DEFAULT_THROTTLE_CLASSES": ["config.throttling.StudentRateThrottle", "config.throttling.AnonymousRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
-        "student": env.str("API_THROTTLE_STUDENT_RATE", "300/min"),
-        "anonymous": env.str("API_THROTTLE_ANON_RATE", "60/min"),
+        "student": env.str("API_THROTTLE_STUDENT_RATE", "300/min", validate=_RATE),
+        "anonymous": env.str("API_THROTTLE_ANON_RATE", "60/min", validate=_RATE),
     },
 }
 SPECTACULAR_SETTINGS = {
@@ -380,6 +383,9 @@ CACHES = {
 
 # Last: every variable above has been read; refuse the bad ones, all in one line.
 check(env)
+_pool = DATABASES["default"]["OPTIONS"]["pool"]
+if _pool["min_size"] > _pool["max_size"]:
+    fail(f"DB_POOL_MIN_SIZE={_pool['min_size']} is above DB_POOL_MAX_SIZE={_pool['max_size']}")
 
 # A handler delivery is redelivered once its lease runs out (OUTBOX_HANDLER_LEASE_SECONDS), so a task
 # must be stopped before then, or a slow handler would run twice side by side. The soft limit raises

@@ -1,9 +1,10 @@
 """A relay that cannot reach the database says so where operators look.
 
 It cannot write that to the database it cannot reach, so it writes it to Redis, which every relay
-uses anyway and which `/healthz` and `outbox status` read: one key per relay, refreshed while the
-relay keeps failing, expiring `REPORT_TTL_SECONDS` after the last report (a relay that recovers
-deletes its key at once). If Redis is down too, the relay's log line is the report.
+uses anyway and which `/healthz` and `outbox status` read: one hash, a field per relay, refreshed while
+the relay keeps failing and disregarded `REPORT_TTL_SECONDS` after the last report (a relay that
+recovers deletes its field at once; a killed one's is pruned by the next reader). One HGETALL per
+probe, whatever else the shared Redis holds. If Redis is down too, the relay's log line is the report.
 """
 
 import contextlib
@@ -19,7 +20,7 @@ from redis.retry import Retry
 
 logger = logging.getLogger("outbox.relay")
 
-KEY_PREFIX = "cc:relay-unreachable:"
+KEY = "cc:relay-unreachable"
 REPORT_TTL_SECONDS = 60
 
 
@@ -32,25 +33,30 @@ def _client() -> redis.Redis:
 def report_unreachable(*, relay_id: str, cause: str, since: float) -> None:
     """Record that `relay_id` has failed to connect since `since` (epoch seconds). Best effort."""
     with contextlib.suppress(redis.RedisError):
-        body = json.dumps({"relay_id": relay_id, "cause": cause, "since": since})
-        _client().set(KEY_PREFIX + relay_id, body, ex=REPORT_TTL_SECONDS)
+        body = json.dumps(
+            {"relay_id": relay_id, "cause": cause, "since": since, "until": time.time() + REPORT_TTL_SECONDS}
+        )
+        _client().hset(KEY, relay_id, body)
 
 
 def clear(*, relay_id: str) -> None:
     with contextlib.suppress(redis.RedisError):
-        _client().delete(KEY_PREFIX + relay_id)
+        _client().hdel(KEY, relay_id)
 
 
 def unreachable_relays() -> list[dict[str, Any]]:
     """`[{"relay_id", "cause", "for_seconds"}]` of the relays failing to connect now ([] if Redis is down)."""
     try:
         client = _client()
-        keys = sorted(client.scan_iter(match=KEY_PREFIX + "*", count=100))
-        values = client.mget(keys) if keys else []
+        fields = client.hgetall(KEY)
+        now = time.time()
+        reports = sorted((json.loads(v) for v in fields.values()), key=lambda r: r["relay_id"])
+        expired = [r["relay_id"] for r in reports if r.get("until", 0) < now]
+        if expired:
+            client.hdel(KEY, *expired)
     except redis.RedisError:
         return []
-    now = time.time()
-    reports = [json.loads(v) for v in values if v]
+    reports = [r for r in reports if r["relay_id"] not in expired]
     return [
         {"relay_id": r["relay_id"], "cause": r["cause"], "for_seconds": round(now - r["since"], 1)} for r in reports
     ]

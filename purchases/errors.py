@@ -32,6 +32,12 @@ class MoveToSameCourse(DomainError):
     code = "same_course"
 
 
+class NotMovable(DomainError):
+    """The purchase is refunded (or already moved), or its payment id leaves no room for the moved one's."""
+
+    code = "not_movable"
+
+
 class EventConflict(DomainError):
     """The provider event id is recorded with another body."""
 

@@ -17,6 +17,7 @@ from purchases.errors import (
     EventConflict,
     MoveToSameCourse,
     NotAStudent,
+    NotMovable,
     UnknownCourse,
     UnknownPayment,
     UnknownStudent,
@@ -87,7 +88,11 @@ def provider_event_receive(
             purchase = _purchase_of(data["payment_id"])
             problem = _differences(purchase, data, ("student", "course")) if purchase else {}
             if not problem:
-                refunded = purchase_refund(payment_id=data["payment_id"], actor="webhook")
+                # The money goes back for whichever course the payment holds now: after an operator's move
+                # that is the moved purchase, not the refunded original.
+                held = _held_purchase_of(purchase) if purchase is not None else None
+                refunded_id = held.payment.provider_payment_id if held is not None else data["payment_id"]
+                refunded = purchase_refund(payment_id=refunded_id, actor="webhook")
                 purchase, outcome = refunded.purchase, ProviderEvent.Outcome.APPLIED
         if problem:
             outcome = ProviderEvent.Outcome.CONFLICT if type == PAYMENT_SUCCEEDED else ProviderEvent.Outcome.MISMATCH
@@ -116,11 +121,29 @@ def _replayed(seen: ProviderEvent, *, raw_body: bytes, payload: dict[str, Any]) 
     if not same:
         event_id = seen.provider_event_id
         raise EventConflict(f"event {event_id!r} is recorded with another body", event_id=event_id)
-    return ProviderEventResult(purchase=_purchase_of(seen.payment_id), outcome=seen.outcome, problem=seen.problem)
+    purchase = _purchase_of(seen.payment_id)
+    if purchase is not None and seen.type == PAYMENT_REFUNDED and seen.outcome == ProviderEvent.Outcome.APPLIED:
+        purchase = _held_purchase_of(purchase)
+    return ProviderEventResult(purchase=purchase, outcome=seen.outcome, problem=seen.problem)
 
 
 def _purchase_of(payment_id: str) -> Purchase | None:
     return Purchase.objects.select_related("payment").filter(payment__provider_payment_id=payment_id).first()
+
+
+def _held_purchase_of(purchase: Purchase) -> Purchase:
+    """The purchase the payment holds now: `purchase`, or, once an operator moved it (a refunded original),
+    the latest purchase of its moves (moves of moves included)."""
+    if purchase.status != Purchase.Status.REFUNDED:
+        return purchase
+    prefix = purchase.payment.provider_payment_id + MOVED_SEPARATOR
+    moved = (
+        Purchase.objects.select_related("payment")
+        .filter(payment__provider_payment_id__startswith=prefix, student_id=purchase.student_id)
+        .order_by("-id")
+        .first()
+    )
+    return moved or purchase
 
 
 def _differences(purchase: Purchase, data: dict[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
@@ -199,9 +222,12 @@ def purchase_create(
         return PurchaseResult(purchase=purchase, created=True)
 
 
+MOVED_SEPARATOR = ">course-"
+
+
 def moved_payment_id(payment_id: str, course_id: int) -> str:
     """The payment id of the purchase a move creates: derived, so repeating the move finds it."""
-    return f"{payment_id}>course-{course_id}"
+    return f"{payment_id}{MOVED_SEPARATOR}{course_id}"
 
 
 def purchase_move(*, payment_id: str, course_id: int, actor: str) -> PurchaseResult:
@@ -210,17 +236,28 @@ def purchase_move(*, payment_id: str, course_id: int, actor: str) -> PurchaseRes
     Both events (`purchase.refunded`, then `purchase.created`) carry the original payment id as their
     correlation id, so `trace <payment_id>` shows the whole move as one chain; the new purchase's
     payment is `moved_payment_id(...)` with the original amount and currency. Idempotent: repeating a
-    move returns the purchase it made (`created` False). Raises `UnknownPayment`, `UnknownCourse` or
-    `MoveToSameCourse` before writing anything.
+    move returns the purchase it made (`created` False). Raises `UnknownPayment`, `UnknownCourse`,
+    `MoveToSameCourse` or `NotMovable` (refunded, already moved elsewhere, or a payment id too long to
+    derive the new one from) before writing anything; two moves of one purchase at once serialise on its
+    row lock, and the second is refused.
     """
     target = moved_payment_id(payment_id, course_id)
+    if len(target) > Payment._meta.get_field("provider_payment_id").max_length:  # type: ignore[operator]
+        raise NotMovable(f"payment id {payment_id!r} is too long to move", payment_id=payment_id)
     with transaction.atomic():
         done = Purchase.objects.filter(payment__provider_payment_id=target).first()
         if done is not None:
             return PurchaseResult(purchase=done, created=False)
-        purchase = Purchase.objects.select_related("payment").filter(payment__provider_payment_id=payment_id).first()
+        purchase = (
+            Purchase.objects.select_related("payment")
+            .select_for_update(no_key=True, of=("self",))
+            .filter(payment__provider_payment_id=payment_id)
+            .first()
+        )
         if purchase is None:
             raise UnknownPayment(f"no purchase for payment {payment_id!r}", payment_id=payment_id)
+        if purchase.status == Purchase.Status.REFUNDED:
+            raise NotMovable(f"purchase {purchase.pk} is refunded (or moved already)", payment_id=payment_id)
         if purchase.course_id == course_id:
             raise MoveToSameCourse(f"purchase {purchase.pk} is already for course {course_id}", course_id=course_id)
         if not Course.objects.filter(id=course_id).exists():

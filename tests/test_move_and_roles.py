@@ -134,3 +134,50 @@ def test_the_admin_moves_and_refuses_staff_through_the_same_services(
     )
     assert b"only students can hold purchases" in page.content
     assert not Purchase.objects.filter(student=clerk).exists()
+
+
+def _signed_post(client: Client, body: bytes) -> Any:
+    return client.post(
+        "/api/v1/payments/webhook",
+        body,
+        content_type="application/json",
+        headers={"Payment-Signature": signature(body)},
+    )
+
+
+def test_a_provider_refund_after_a_move_refunds_the_moved_purchase(
+    client: Client, student: Any, course: Course, trainer: Trainer
+) -> None:
+    """The money goes back for the course the payment holds now: a refund answered 'refunded' while the
+    moved purchase stayed active would leave the student a free course."""
+    other = Course.objects.create(title="Mobility", price="120.00", currency="EUR", sessions_count=2)
+    buy(student, course, "pay_1")
+    run("fix_purchase", "pay_1", "--move-to-course", str(other.pk))
+    refund = webhook_body(
+        payment_id="pay_1", student_id=student.pk, course_id=course.pk, event_id="evt_r", type="payment.refunded"
+    )
+    response = _signed_post(client, refund)
+    assert response.status_code == 200, response.content
+    old, moved = Purchase.objects.order_by("id")
+    assert (old.status, moved.status) == ("refunded", "refunded")
+    assert response.json() == {"purchase_id": moved.pk, "status": "refunded"}
+    assert _signed_post(client, refund).json() == {"purchase_id": moved.pk, "status": "refunded"}  # a retry
+
+
+def test_a_refunded_or_already_moved_purchase_cannot_be_moved(student: Any, course: Course, trainer: Trainer) -> None:
+    other = Course.objects.create(title="Mobility", price="120.00", currency="EUR", sessions_count=2)
+    third = Course.objects.create(title="Yoga", price="90.00", currency="EUR", sessions_count=2)
+    buy(student, course, "pay_1")
+    run("fix_purchase", "pay_1", "--move-to-course", str(other.pk))
+    with pytest.raises(CommandError, match="refunded \\(or moved already\\)"):
+        run("fix_purchase", "pay_1", "--move-to-course", str(third.pk))  # the original was moved already
+    buy(student, course, "pay_2")
+    run("refund_purchase", "pay_2")
+    with pytest.raises(CommandError, match="refunded \\(or moved already\\)"):
+        run("fix_purchase", "pay_2", "--move-to-course", str(other.pk))
+    long_id = "p" * 128
+    buy(student, course, long_id)
+    with pytest.raises(CommandError, match="too long to move"):
+        run("fix_purchase", long_id, "--move-to-course", str(other.pk))
+    assert Purchase.objects.filter(course=third).count() == 0
+    assert Purchase.objects.exclude(status="refunded").count() == 2  # the moved one and the long one

@@ -2,6 +2,7 @@
 `?format=` and `%00`, the cursor ahead of the stream, static files, rate limits, the admin lockout,
 password validators, and `check --deploy` under the README's production environment."""
 
+import json
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
@@ -190,3 +192,31 @@ def test_the_readme_env_block_is_what_the_settings_read() -> None:
     settings_text = Path(ROOT / "config" / "settings.py").read_text()
     for key in readme_production_env():
         assert f'"{key}"' in settings_text or key in ("DATABASE_URL", "REDIS_URL"), key
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/livez", "/readyz", "/healthz"])
+def test_probes_answer_whatever_host_the_orchestrator_sends(path: str, settings: Any) -> None:
+    """Kubernetes' httpGet probes a pod by its address, which ALLOWED_HOSTS does not list: a 400 there
+    would keep every pod unready. Other paths still refuse the unknown Host."""
+    settings.ALLOWED_HOSTS = ["api.example.com"]
+    client = Client(HTTP_HOST="10.1.2.3:8000")
+    assert client.get(path).status_code in (200, 503)  # answered by the probe, not refused
+    assert json.loads(client.get(path).content)["process"] == "web"
+    assert client.get("/api/v1/courses").status_code == 400
+
+
+def test_an_unparsable_origin_is_refused_without_a_traceback() -> None:
+    from config.asgi import application
+
+    sent: list[dict[str, Any]] = []
+    scope = {"type": "websocket", "path": "/ws/events/", "query_string": b"", "headers": [(b"origin", b"http://[::1")]}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async_to_sync(application)(scope, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1008}]

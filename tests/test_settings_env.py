@@ -42,6 +42,14 @@ def manage_check(**env: str) -> subprocess.CompletedProcess[str]:
         ),
         ({"LOG_FORMAT": "xml"}, "configuration error: LOG_FORMAT='xml': Must be one of: plain, json."),
         (
+            {"API_THROTTLE_STUDENT_RATE": "300"},
+            "configuration error: API_THROTTLE_STUDENT_RATE='300': expected a rate like 300/min",
+        ),
+        (
+            {"DB_POOL_MIN_SIZE": "12", "DB_POOL_MAX_SIZE": "10"},
+            "configuration error: DB_POOL_MIN_SIZE=12 is above DB_POOL_MAX_SIZE=10",
+        ),
+        (
             {"COURSECHAIN_DEV": "0", "PAYMENT_WEBHOOK_SECRET": ""},
             "configuration error: DJANGO_SECRET_KEY must be set (or COURSECHAIN_DEV=1 for local development)",
         ),
