@@ -167,9 +167,11 @@ def test_signed_garbage_never_gets_a_5xx(envelope: dict[str, Any], client: Clien
         },
     )
     assert response.status_code < 500, response.content
-    assert response.status_code in (200, 400, 422)
+    assert response.status_code in (200, 400, 409, 422)
     if response.status_code != 200:
         assert set(response.json()["error"]) == {"code", "message", "details"}
+    if response.status_code == 409:  # hypothesis repeats ids across examples, and the database keeps them
+        assert response.json()["error"]["code"] in ("event_conflict", "payment_conflict")
 
 
 @given(
