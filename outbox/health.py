@@ -13,20 +13,16 @@ The process kind comes from `COURSECHAIN_PROCESS`, which `config/wsgi.py` ("web"
 """
 
 import os
-from datetime import timedelta
 
-import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
-from outbox.models import RelayHeartbeat
+from outbox.models import RELAY_ALIVE_WITHIN, RelayHeartbeat
+from outbox.redis_client import fail_fast_client
 from outbox.relay_status import unreachable_relays
 
-RELAY_STALE_AFTER = timedelta(seconds=30)
 NEEDS = {"web": ("database",), "ws": ("database", "redis")}
 
 Check = dict[str, object]
@@ -43,9 +39,7 @@ def _database() -> Check:
 
 def _redis() -> Check:
     try:
-        redis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
-        ).ping()
+        fail_fast_client(settings.REDIS_URL).ping()
         return {"ok": True}
     except Exception as exc:
         return {"ok": False, "error": str(exc)[:200]}
@@ -58,7 +52,7 @@ def _relay() -> Check:
         return {"ok": False, "error": "database unavailable"}
     age = (timezone.now() - beat.beat_at) if beat else None
     return {
-        "ok": age is not None and age < RELAY_STALE_AFTER,
+        "ok": age is not None and age < RELAY_ALIVE_WITHIN,
         "last_beat_seconds_ago": round(age.total_seconds(), 1) if age is not None else None,
     }
 

@@ -7,6 +7,7 @@ These rows are written only by `outbox.services.emit` (events, deliveries, seque
 import os
 import time
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.postgres.indexes import BrinIndex
@@ -144,6 +145,11 @@ class InboxEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.handler} applied {self.event_id}"
+
+
+# A running relay beats every few seconds (`outbox.relay`); a beat older than this means it is gone.
+# The one definition behind /healthz, `outbox status` (and its verdict) and `trace`.
+RELAY_ALIVE_WITHIN = timedelta(seconds=30)
 
 
 class RelayHeartbeat(models.Model):

@@ -16,7 +16,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from outbox import deliveries, registry
-from outbox.models import Delivery, RelayHeartbeat
+from outbox.models import RELAY_ALIVE_WITHIN, Delivery, RelayHeartbeat
 from outbox.services import NOTIFY_CHANNEL, REALTIME_SINK
 
 Progress = Callable[[int, int | None], None]
@@ -84,9 +84,6 @@ class RelayStatus:
     beat_at: datetime
     claimed_total: int
     alive: bool  # beat within `RELAY_ALIVE_WITHIN`
-
-
-RELAY_ALIVE_WITHIN = timedelta(seconds=30)
 
 
 def relays_status(*, now: datetime | None = None) -> list[RelayStatus]:

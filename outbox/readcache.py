@@ -10,12 +10,11 @@ Only the relay calls `invalidate_students`; readers call `fetch`. The TTL is a s
 
 import contextlib
 from collections.abc import Callable
-from functools import lru_cache
 
 import redis
 from django.conf import settings
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+
+from outbox.redis_client import fail_fast_client
 
 _FILL = """
 local floor = tonumber(redis.call('HGET', KEYS[1], 'floor') or '0')
@@ -39,13 +38,8 @@ return floor
 """
 
 
-@lru_cache(maxsize=1)
 def _client() -> redis.Redis:
-    # No client-side retries: during an outage a read falls back to the database at once and the
-    # relay's invalidation fails fast and is retried by the relay (redis-py 8 retries 3x by default).
-    return redis.Redis.from_url(
-        settings.READ_CACHE_URL, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
-    )
+    return fail_fast_client(settings.READ_CACHE_URL)
 
 
 def _key(student_id: int) -> str:

@@ -15,8 +15,8 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+
+from outbox.redis_client import fail_fast_client
 
 logger = logging.getLogger("outbox.relay")
 
@@ -25,9 +25,7 @@ REPORT_TTL_SECONDS = 60
 
 
 def _client() -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)
-    )
+    return fail_fast_client(settings.REDIS_URL)
 
 
 def report_unreachable(*, relay_id: str, cause: str, since: float) -> None:

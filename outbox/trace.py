@@ -18,7 +18,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from outbox.deliveries import PARKED_UNTIL
-from outbox.models import Delivery, OutboxEvent, RelayHeartbeat
+from outbox.models import RELAY_ALIVE_WITHIN, Delivery, OutboxEvent, RelayHeartbeat
 from outbox.services import REALTIME_SINK
 
 State = Literal["delivered", "in_progress", "stuck"]
@@ -29,8 +29,6 @@ STUCK: State = "stuck"
 # A delivery nobody claimed for this long means no relay is working on it (the relay is woken by
 # NOTIFY at COMMIT and polls every second, so a healthy one claims within milliseconds).
 UNCLAIMED_GRACE = timedelta(seconds=5)
-# A running relay beats every few seconds (`outbox.relay`); older than this, it is presumed gone.
-RELAY_ALIVE_WITHIN = timedelta(seconds=30)
 # How many of the newest deliveries to look at for "has any relay claimed anything lately?".
 RECENT_DELIVERIES = 500
 MAX_EVENTS = 500

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from django.db import connection
 
+from outbox.models import RELAY_ALIVE_WITHIN
 from outbox.operations import RelayStatus, SinkStatus
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -45,7 +46,8 @@ def judge(rows: list[SinkStatus], relays: list[RelayStatus], limits: Thresholds,
     if dead > limits.max_dead:
         findings.append((CRITICAL, f"{dead} dead-lettered deliveries (max {limits.max_dead})"))
     if limits.require_relay and not any(b.alive for b in relays):
-        findings.append((CRITICAL, "no relay alive (no heartbeat within 30 s)"))
+        within = RELAY_ALIVE_WITHIN.total_seconds()
+        findings.append((CRITICAL, f"no relay alive (no heartbeat within {within:.0f} s)"))
     worst = max(rows, key=lambda r: r.lag, default=None)
     if worst is not None and worst.lag > limits.max_lag:
         level = CRITICAL if worst.lag > 2 * limits.max_lag else WARNING
