@@ -56,7 +56,7 @@ _SUCCEEDED = {"id": "evt_1PqR7sT2", "type": "payment.succeeded", "created": 1764
 _REFUNDED = {"id": "evt_1PqR9zK4", "type": "payment.refunded", "created": 1764637200, "data": _PAYMENT}
 
 
-def _error(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> OpenApiExample:
+def error_example(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> OpenApiExample:
     return OpenApiExample(
         code,
         value={"error": {"code": code, "message": message, "details": details or {}}},
@@ -65,30 +65,25 @@ def _error(status: int, code: str, message: str, details: dict[str, Any] | None 
     )
 
 
-def error_examples(*specs: tuple[int, str, str, str]) -> dict[int, OpenApiResponse]:
-    """The error responses of an endpoint, each with one realistic example: (status, description, code,
-    message)."""
-    return _errors(*((status, text, [_error(status, code, message)]) for status, text, code, message in specs))
-
-
-def _errors(*specs: tuple[int, str, list[OpenApiExample]]) -> dict[int, OpenApiResponse]:
+def error_responses(*specs: tuple[int, str, list[OpenApiExample]]) -> dict[int, OpenApiResponse]:
+    """An endpoint's error responses in the one error shape: (status, description, examples) each."""
     return {
         status: OpenApiResponse(ErrorSerializer, description=text, examples=examples)
         for status, text, examples in specs
     }
 
 
-_THROTTLED = (
+THROTTLED = (
     429,
     "Over the rate limit (`API_THROTTLE_STUDENT_RATE` per token, `API_THROTTLE_ANON_RATE` per address): retry "
     "after the `Retry-After` header's seconds.",
-    [_error(429, "throttled", "Request was throttled. Expected available in 57 seconds.", {"retry_after": 57})],
+    [error_example(429, "throttled", "Too many requests; retry later.", {"retry_after_seconds": 57})],
 )
 
-_UNAUTHENTICATED = (
+UNAUTHENTICATED = (
     401,
     'No or an invalid token: send `Authorization: Token {key}`. Body: `{"error": {"code", "message", "details"}}`.',
-    [_error(401, "not_authenticated", "Authentication credentials were not provided.")],
+    [error_example(401, "not_authenticated", "Authentication credentials were not provided.")],
 )
 
 WEBHOOK: dict[str, Any] = {
@@ -124,14 +119,14 @@ WEBHOOK: dict[str, Any] = {
     ],
     "responses": {
         200: WebhookResultSerializer,
-        **_errors(
+        **error_responses(
             (
                 400,
                 "Bad or missing signature (`invalid_signature`), or a body that is not a JSON object of this schema "
                 "(`malformed_body`, with the failing fields in `details`).",
                 [
-                    _error(400, "invalid_signature", "no signature matches"),
-                    _error(
+                    error_example(400, "invalid_signature", "no signature matches"),
+                    error_example(
                         400,
                         "malformed_body",
                         "Body does not match the webhook schema.",
@@ -139,20 +134,20 @@ WEBHOOK: dict[str, Any] = {
                     ),
                 ],
             ),
-            (413, "Body over 64 KiB.", [_error(413, "body_too_large", "Body exceeds 64 KiB.")]),
+            (413, "Body over 64 KiB.", [error_example(413, "body_too_large", "Body exceeds 64 KiB.")]),
             (
                 409,
                 "The payment id is known with other terms (`payment_conflict`), or the event id with another body "
                 "(`event_conflict`). Nothing changed.",
                 [
-                    _error(
+                    error_example(
                         409,
                         "payment_conflict",
                         "This payment id is recorded with another student, course, amount or currency; nothing "
                         "changed.",
                         {"purchase_id": 17, "fields": {"amount": {"recorded": "240.00", "sent": "24.00"}}},
                     ),
-                    _error(409, "event_conflict", "event evt_1PqR7sT2 was received with another body"),
+                    error_example(409, "event_conflict", "event evt_1PqR7sT2 was received with another body"),
                 ],
             ),
             (
@@ -161,15 +156,15 @@ WEBHOOK: dict[str, Any] = {
                 "`unknown_course`, `unknown_payment` (a refund for no purchase), `refund_mismatch` (a refund whose "
                 "student or course is not the purchase's).",
                 [
-                    _error(422, "unknown_student", "no active student with id 1", {"student_id": 1}),
-                    _error(
+                    error_example(422, "unknown_student", "no active student with id 1", {"student_id": 1}),
+                    error_example(
                         422,
                         "not_a_student",
                         "user 1 is staff or a superuser, not a student: only students can hold purchases",
                         {"student_id": 1},
                     ),
-                    _error(422, "unknown_course", "no course with id 2", {"course_id": 2}),
-                    _error(
+                    error_example(422, "unknown_course", "no course with id 2", {"course_id": 2}),
+                    error_example(
                         422,
                         "refund_mismatch",
                         "The refund's student or course does not match the payment's purchase; nothing was refunded.",
@@ -210,7 +205,7 @@ DASHBOARD: dict[str, Any] = {
     ),
     "responses": {
         200: OpenApiResponse(DashboardSerializer, examples=[OpenApiExample("dashboard", value=_DASHBOARD)]),
-        **_errors(_UNAUTHENTICATED, _THROTTLED),
+        **error_responses(UNAUTHENTICATED, THROTTLED),
     },
 }
 
@@ -242,14 +237,14 @@ EVENTS: dict[str, Any] = {
         200: OpenApiResponse(
             EventsPageSerializer, examples=[OpenApiExample("page", value={"events": [_EVENT], "seq": 4})]
         ),
-        **_errors(
+        **error_responses(
             (
                 400,
                 "`after` is not a non-negative integer (`invalid_request`), or is ahead of the student's stream "
                 "(`cursor_ahead`: the client must refetch from 0 or from `details.seq`).",
                 [
-                    _error(400, "invalid_request", "`after` must be a non-negative integer.", {"after": "-1"}),
-                    _error(
+                    error_example(400, "invalid_request", "`after` must be a non-negative integer.", {"after": "-1"}),
+                    error_example(
                         400,
                         "cursor_ahead",
                         "`after` is ahead of the stream; resume from `seq`.",
@@ -257,8 +252,8 @@ EVENTS: dict[str, Any] = {
                     ),
                 ],
             ),
-            _UNAUTHENTICATED,
-            _THROTTLED,
+            UNAUTHENTICATED,
+            THROTTLED,
         ),
     },
 }
@@ -285,17 +280,16 @@ COURSES: dict[str, Any] = {
                 )
             ],
         ),
-        **_errors(_UNAUTHENTICATED, _THROTTLED),
+        **error_responses(UNAUTHENTICATED, THROTTLED),
     },
 }
 
 
-UNAUTHENTICATED = (401, "No or an invalid token.", "not_authenticated", "Authentication credentials were not provided.")
 PROFILE_GET: dict[str, Any] = {
     "operation_id": "me_profile",
     "summary": "The student's profile",
     "examples": [OpenApiExample("profile", value={"timezone": "Europe/Berlin"}, response_only=True)],
-    "responses": {200: ProfileSerializer, **error_examples(UNAUTHENTICATED)},
+    "responses": {200: ProfileSerializer, **error_responses(UNAUTHENTICATED, THROTTLED)},
 }
 PROFILE_UPDATE: dict[str, Any] = {
     "operation_id": "me_profile_update",
@@ -312,9 +306,21 @@ PROFILE_UPDATE: dict[str, Any] = {
     ],
     "responses": {
         200: ProfileSerializer,
-        **error_examples(
-            (400, "Not an IANA time zone name.", "invalid_timezone", "unknown time zone 'Mars/Olympus'"),
+        **error_responses(
+            (
+                400,
+                "Not an IANA time zone name (`invalid_timezone`).",
+                [
+                    error_example(
+                        400,
+                        "invalid_timezone",
+                        "'Mars/Olympus' is not an IANA time zone name",
+                        {"timezone": "Mars/Olympus"},
+                    )
+                ],
+            ),
             UNAUTHENTICATED,
+            THROTTLED,
         ),
     },
 }

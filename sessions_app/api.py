@@ -1,22 +1,17 @@
 """`POST /api/v1/me/sessions/<id>/reschedule`: the student moves one of their sessions. Thin."""
 
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import ApiError
-from purchases.serializers import ErrorSerializer
+from purchases.api_docs import THROTTLED, UNAUTHENTICATED, error_example, error_responses
 from sessions_app import services
 from sessions_app.errors import NoFreeSlot, SessionNotFound, SessionNotReschedulable
 
 _MAX_ID = 2**63 - 1
-
-
-def _errors(*codes: tuple[int, str]) -> dict[int, OpenApiResponse]:
-    # Not purchases.api's: that module reaches the read cache (Redis), which this app must not import.
-    return {status: OpenApiResponse(ErrorSerializer, description=text) for status, text in codes}
 
 
 class RescheduledSessionSerializer(serializers.Serializer[dict[str, object]]):
@@ -52,25 +47,30 @@ class SessionRescheduleApi(APIView):
                 response_only=True,
                 status_codes=["200"],
             ),
-            OpenApiExample(
-                "no free slot",
-                value={
-                    "error": {
-                        "code": "no_free_slot",
-                        "message": "the trainer has no free slot for this session within the horizon",
-                        "details": {"session_id": 41},
-                    }
-                },
-                response_only=True,
-                status_codes=["409"],
-            ),
         ],
         responses={
             200: RescheduledSessionSerializer,
-            **_errors(
-                (401, "not_authenticated"),
-                (404, "not_found: no such session of this student"),
-                (409, "no_free_slot, or session_not_reschedulable (cancelled, started, or purchase not active)"),
+            **error_responses(
+                UNAUTHENTICATED,
+                (
+                    404,
+                    "No such session of this student (`not_found`).",
+                    [error_example(404, "not_found", "no session 41", {"session_id": 41})],
+                ),
+                (
+                    409,
+                    "`no_free_slot`, or `session_not_reschedulable` (cancelled, started, or purchase not active).",
+                    [
+                        error_example(
+                            409,
+                            "no_free_slot",
+                            "the trainer has no free slot after 2026-12-16T09:00:00+00:00 within the scheduling "
+                            "horizon",
+                            {"session_id": 41, "after": "2026-12-16T09:00:00+00:00"},
+                        )
+                    ],
+                ),
+                THROTTLED,
             ),
         },
     )
