@@ -36,7 +36,7 @@ class GroupListener:
     async def _main(self) -> None:
         from channels.layers import get_channel_layer
 
-        from realtime.groups import student_group
+        from kernel.push import student_group
 
         try:
             layer = get_channel_layer()

@@ -38,11 +38,11 @@ from django.utils import timezone
 
 from allocation import services as allocation
 from config.celery import app
+from kernel.push import student_group
 from outbox import readcache
 from outbox import services as outbox
 from outbox.services import Cause
 from purchases.models import Purchase
-from realtime.groups import student_group
 from sessions_app import services as sessions
 
 NAIVE_MESSAGE_TYPE = "naive.event"  # handled by NaiveEventsConsumer.naive_event

@@ -11,8 +11,8 @@ from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from kernel.push import student_group
 from realtime.auth import student_id_for_token, token_from_scope
-from realtime.groups import student_group
 
 UNAUTHORIZED = 4401
 

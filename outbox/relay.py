@@ -26,12 +26,12 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
 
+from kernel.push import PUSH_MESSAGE_TYPE, student_group
 from outbox import deliveries, metrics, readcache, relay_status
 from outbox.deliveries import Claimed
 from outbox.models import OutboxEvent, RelayHeartbeat
 from outbox.services import NOTIFY_CHANNEL, REALTIME_SINK
 from outbox.tasks import run_handler_batch
-from realtime.groups import PUSH_MESSAGE_TYPE, student_group
 
 logger = logging.getLogger(__name__)
 

@@ -58,9 +58,9 @@ from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 
+from kernel.push import PUSH_MESSAGE_TYPE, student_group
 from realtime import registry, selectors
 from realtime.auth import student_id_for_token, token_from_scope
-from realtime.groups import PUSH_MESSAGE_TYPE, student_group
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from realtime.groups import student_group
+from kernel.push import student_group
 
 
 class GroupListener:

@@ -18,6 +18,7 @@ from asgiref.testing import ApplicationCommunicator
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from kernel.push import PUSH_MESSAGE_TYPE, student_group
 from outbox import deliveries, readcache
 from outbox.models import OutboxEvent
 from outbox.operations import events_purge
@@ -25,7 +26,6 @@ from outbox.relay import Relay
 from purchases.services import student_resync_request
 from realtime import selectors
 from realtime.consumers import StudentEventsConsumer
-from realtime.groups import PUSH_MESSAGE_TYPE, student_group
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -23,7 +23,7 @@ from django.conf import settings
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from realtime.groups import student_group
+from kernel.push import student_group
 from tests.conftest import Processes, free_port, wait_until
 
 OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
