@@ -24,9 +24,9 @@ from allocation.services import (
     trainer_save,
     waitlist_promote,
 )
+from kernel.timezones import UnknownTimezone, zone
 from outbox.admin import ReadOnlyModelAdmin
 from outbox.services import Cause
-from sessions_app.scheduling import UnknownTimezone, zone
 
 
 class TrainerForm(forms.ModelForm):

@@ -8,10 +8,13 @@ from django.db.models import F
 from django.utils import timezone
 
 from allocation.models import Allocation, AvailabilityWindow, Trainer
-from outbox import services as outbox
+from allocation.scheduling import Window
+from allocation.selectors import earliest_start, free_series
+from kernel.timezones import UnknownTimezone, zone
 from outbox.services import Cause
+from purchases.events import purchase_event_emit
 from purchases.models import Course, Purchase
-from sessions_app.scheduling import UnknownTimezone, Window, zone
+from purchases.services import student_resync_request
 
 
 def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
@@ -47,13 +50,10 @@ def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
         allocation = _allocation_upsert(purchase, trainer)
         purchase.status = Purchase.Status.ACTIVE
         purchase.save(update_fields=["status", "updated_at"])
-        outbox.emit(
+        purchase_event_emit(
+            purchase=purchase,
             type="trainer.allocated",
-            student_id=purchase.student_id,
-            aggregate_type="purchase",
-            aggregate_id=purchase.pk,
             payload={
-                "purchase_id": purchase.pk,
                 "allocation_id": allocation.pk,
                 "status": purchase.status,
                 "trainer": {"id": trainer.pk, "name": trainer.name},
@@ -90,8 +90,6 @@ def _take_a_place(course: Course) -> tuple[Trainer | None, str]:
     moves on to the next one, and a round where every candidate was lost reads again, so a place
     that exists is never missed.
     """
-    from sessions_app.services import earliest_start, free_series
-
     no_slot: set[int] = set()
     while True:
         candidates = [
@@ -135,12 +133,10 @@ def _lock_waitlist() -> None:
 def _waitlist(purchase: Purchase, cause: Cause, reason: str) -> None:
     purchase.status = Purchase.Status.WAITLISTED
     purchase.save(update_fields=["status", "updated_at"])
-    outbox.emit(
+    purchase_event_emit(
+        purchase=purchase,
         type="allocation.waitlisted",
-        student_id=purchase.student_id,
-        aggregate_type="purchase",
-        aggregate_id=purchase.pk,
-        payload={"purchase_id": purchase.pk, "status": purchase.status, "reason": reason},
+        payload={"status": purchase.status, "reason": reason},
         cause=cause,
     )
 
@@ -214,8 +210,6 @@ def trainer_save(
     `InvalidAvailability` for an unknown zone). A rename asks each student the trainer teaches to
     resync (`student.resync_requested`), so no cached dashboard keeps showing the old name.
     """
-    from purchases.services import student_resync_request
-
     if timezone_name is not None:
         _check_zone(timezone_name)
     with transaction.atomic():

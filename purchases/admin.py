@@ -20,6 +20,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from allocation.services import trainer_allocate
+from flows import moves, refunds
 from outbox.admin import ReadOnlyModelAdmin, trace_url
 from outbox.services import Cause
 from outbox.trace import payment_trace
@@ -217,7 +218,7 @@ class PurchaseAdmin(admin.ModelAdmin):
             return TemplateResponse(request, "admin/purchases/purchase/refund_confirmation.html", context)
         refunded = 0
         for payment_id in refundable.values_list("payment__provider_payment_id", flat=True):
-            refunded += services.purchase_refund(payment_id=payment_id, actor=admin_actor(request)).created
+            refunded += refunds.purchase_refund(payment_id=payment_id, actor=admin_actor(request)).refunded
         self.message_user(request, f"Refunded {refunded} purchase(s): trainers freed, future sessions get cancelled.")
         return None
 
@@ -240,7 +241,7 @@ class PurchaseAdmin(admin.ModelAdmin):
         moved, refused = 0, []
         for payment_id in movable.values_list("payment__provider_payment_id", flat=True):
             try:
-                moved += services.purchase_move(
+                moved += moves.purchase_move(
                     payment_id=payment_id, course_id=course.pk, actor=admin_actor(request)
                 ).created
             except DomainError as exc:

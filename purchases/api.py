@@ -15,8 +15,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.errors import ApiError
+from flows import payments
 from outbox.selectors import student_events_after, student_last_seq
-from purchases import api_docs, provider_body, selectors, services, webhook
+from purchases import api_docs, provider_body, selectors, webhook
 from purchases.errors import DomainError, EventConflict
 from purchases.metrics import WEBHOOK_CONFLICTS
 from purchases.models import Course, ProviderEvent
@@ -53,10 +54,10 @@ class PaymentWebhookApi(APIView):
             raise ApiError(code="malformed_body", message="Body must be a JSON object.")
         envelope = _validated(ProviderEventEnvelopeSerializer, parsed)
         data: dict[str, Any] = envelope["data"]
-        if envelope["type"] in services.HANDLED_PROVIDER_EVENTS:
+        if envelope["type"] in payments.HANDLED_PROVIDER_EVENTS:
             data = _validated(PaymentDataSerializer, data, prefix="data")
         try:
-            result = services.provider_event_receive(
+            result = payments.provider_event_receive(
                 event_id=envelope["id"],
                 type=envelope["type"],
                 data=data,

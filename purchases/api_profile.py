@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 from config.errors import ApiError
 from purchases import services
 from purchases.api_docs import PROFILE_GET, PROFILE_UPDATE
+from purchases.errors import InvalidTimezone
 from purchases.models import StudentProfile
 from purchases.serializers import ProfileSerializer
 
@@ -38,7 +39,7 @@ class ProfileApi(APIView):
                     timezone_name=serializer.validated_data["timezone"],
                     actor=f"student:{request.user.pk}",
                 )
-            except services.InvalidTimezone as exc:
+            except InvalidTimezone as exc:
                 raise ApiError(
                     code="invalid_timezone", message=str(exc), details={"timezone": request.data.get("timezone")}
                 ) from exc

@@ -42,3 +42,7 @@ class EventConflict(DomainError):
     """The provider event id is recorded with another body."""
 
     code = "event_conflict"
+
+
+class InvalidTimezone(ValueError):
+    """Not an IANA time zone name (a student's profile)."""

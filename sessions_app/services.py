@@ -10,18 +10,17 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from allocation.models import Allocation
-from outbox import services as outbox
+from allocation.selectors import earliest_start, free_series
+from allocation.services import allocation_waitlist
 from outbox.services import Cause
+from purchases.events import purchase_event_emit
 from purchases.models import Purchase
-from sessions_app import scheduling
 from sessions_app.errors import NoFreeSlot, SessionNotFound, SessionNotReschedulable
 from sessions_app.models import TrainingSession
-from sessions_app.selectors import trainer_calendar
 
 logger = logging.getLogger(__name__)
 
@@ -42,31 +41,6 @@ def iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat()
 
 
-def earliest_start() -> datetime:
-    return timezone.now() + timedelta(hours=settings.SCHEDULING_LEAD_HOURS)
-
-
-def free_series(
-    *, trainer_id: int, count: int, minutes: int, earliest: datetime, exclude_session_id: int = 0
-) -> list[tuple[datetime, datetime]] | None:
-    """The trainer's earliest free weekly series from `earliest` (one read), or None if none starts
-    within the horizon (counted from now plus the lead time)."""
-    until = earliest_start() + timedelta(weeks=settings.SCHEDULING_HORIZON_WEEKS)
-    if earliest > until:
-        return None
-    cal = trainer_calendar(
-        trainer_id=trainer_id,
-        start=earliest,
-        until=until + timedelta(weeks=count, days=1),
-        exclude_session_id=exclude_session_id,
-    )
-    if not scheduling.has_any_window(cal, minutes):
-        return None
-    return scheduling.first_free_series(
-        cal, count=count, minutes=minutes, earliest=earliest, until=until, step=settings.SCHEDULING_STEP_MINUTES
-    )
-
-
 def sessions_generate(*, purchase_id: int, cause: Cause) -> list[TrainingSession]:
     """Schedule the course's sessions weekly at one local time in the trainer's free availability,
     the first no earlier than the lead time; emit `sessions.generated`.
@@ -77,8 +51,6 @@ def sessions_generate(*, purchase_id: int, cause: Cause) -> list[TrainingSession
     `no_free_slot`) and its place is freed. Idempotent: a purchase that already has sessions, or
     that is not active with a trainer, is left alone (returns its existing sessions).
     """
-    from allocation.services import allocation_waitlist
-
     with transaction.atomic():
         # Lock the purchase only (not the joined course: every webhook's FK check takes KEY SHARE on it).
         purchase = (
@@ -107,13 +79,10 @@ def sessions_generate(*, purchase_id: int, cause: Cause) -> list[TrainingSession
             )
         else:
             raise RuntimeError(f"purchase {purchase.pk}: no series placed after {MAX_ATTEMPTS} attempts")
-        outbox.emit(
+        purchase_event_emit(
+            purchase=purchase,
             type="sessions.generated",
-            student_id=purchase.student_id,
-            aggregate_type="purchase",
-            aggregate_id=purchase.pk,
             payload={
-                "purchase_id": purchase.pk,
                 "trainer_id": allocation.trainer_id,
                 "sessions": [_session_data(s) for s in sessions],
             },
@@ -238,13 +207,10 @@ def session_reschedule(
                 logger.info("session %s lost a race for %s: next free slot", session.pk, iso(session.starts_at))
         else:
             raise RuntimeError(f"session {session_id}: not moved after {MAX_ATTEMPTS} attempts")
-        outbox.emit(
+        purchase_event_emit(
+            purchase=purchase,
             type="session.rescheduled",
-            student_id=purchase.student_id,
-            aggregate_type="purchase",
-            aggregate_id=purchase.pk,
             payload={
-                "purchase_id": purchase.pk,
                 "trainer_id": session.trainer_id,
                 "session": _session_data(session),
                 "previous_starts_at": iso(previous),
@@ -270,12 +236,10 @@ def sessions_cancel(*, purchase_id: int, cause: Cause) -> list[TrainingSession]:
         if not future:
             return []
         TrainingSession.objects.filter(id__in=[s.pk for s in future]).update(status=TrainingSession.Status.CANCELLED)
-        outbox.emit(
+        purchase_event_emit(
+            purchase=purchase,
             type="sessions.cancelled",
-            student_id=purchase.student_id,
-            aggregate_type="purchase",
-            aggregate_id=purchase.pk,
-            payload={"purchase_id": purchase.pk, "session_ids": [s.pk for s in future]},
+            payload={"session_ids": [s.pk for s in future]},
             cause=cause,
         )
         for s in future:

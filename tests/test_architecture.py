@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOMAIN_APPS = ["purchases", "allocation", "sessions_app"]
+DOMAIN_APPS = ["purchases", "allocation", "sessions_app", "flows"]
 FORBIDDEN = ("django.core.cache", "channels", "channels_redis", "redis", "celery", "config.celery")
 
 

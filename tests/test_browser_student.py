@@ -11,9 +11,9 @@ from rest_framework.authtoken.models import Token
 
 from allocation.models import Trainer
 from config.celery import app as celery_app
+from flows.refunds import purchase_refund
 from outbox.relay import Relay
 from purchases.models import Course
-from purchases.services import purchase_refund
 from tests.browser import chromium
 from tests.conftest import Processes, available_trainer, buy
 

@@ -5,11 +5,11 @@ from typing import Any
 import pytest
 
 from allocation.models import Trainer
+from flows.refunds import purchase_refund
 from outbox.models import OutboxEvent
 from outbox.relay import Relay
 from purchases.errors import UnknownPayment
 from purchases.models import Course
-from purchases.services import purchase_refund
 from sessions_app.models import TrainingSession
 from tests.conftest import available_trainer, buy
 
@@ -27,7 +27,7 @@ def test_refund_frees_capacity_and_the_waitlisted_purchase_gets_it(make_student:
     assert second.status == "waitlisted"
 
     result = purchase_refund(payment_id="pay_first", actor="test")
-    assert result.created and result.purchase.status == "refunded"
+    assert result.refunded and result.purchase.status == "refunded"
     trainer.refresh_from_db()
     assert trainer.active_count == 0  # freed in the refund's own transaction
     Relay().drain()
@@ -55,8 +55,8 @@ def test_refund_frees_capacity_and_the_waitlisted_purchase_gets_it(make_student:
 
 def test_refund_is_idempotent(student: Any, course: Course, trainer: Trainer) -> None:
     buy(student, course, "pay_1")
-    assert purchase_refund(payment_id="pay_1", actor="test").created is True
-    assert purchase_refund(payment_id="pay_1", actor="test").created is False
+    assert purchase_refund(payment_id="pay_1", actor="test").refunded is True
+    assert purchase_refund(payment_id="pay_1", actor="test").refunded is False
     assert OutboxEvent.objects.filter(type="purchase.refunded").count() == 1
 
 

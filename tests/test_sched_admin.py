@@ -12,9 +12,9 @@ from django.test import Client
 from django.urls import reverse
 
 from allocation.models import AvailabilityWindow, Trainer
+from flows import demo
 from outbox.models import OutboxEvent
 from outbox.services import Cause, emit
-from purchases import demo
 from purchases.models import Course, Purchase
 from sessions_app.models import TrainingSession
 from tests.conftest import availability_form, available_trainer, buy, overlapping_sessions

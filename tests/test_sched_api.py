@@ -10,11 +10,11 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from allocation.services import trainer_allocate
+from flows.refunds import purchase_refund
 from outbox.models import OutboxEvent
 from outbox.relay import Relay
 from outbox.services import Cause
 from purchases.models import Course, Purchase
-from purchases.services import purchase_refund
 from sessions_app.models import TrainingSession
 from sessions_app.services import sessions_generate
 from tests.conftest import available_trainer, buy

@@ -10,12 +10,13 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 
 from allocation.models import Trainer
+from allocation.scheduling import Calendar, Window, first_free_series
 from allocation.services import trainer_allocate
+from kernel.timezones import UnknownTimezone, zone
 from outbox.models import OutboxEvent
 from outbox.services import Cause
 from purchases.models import Course
 from sessions_app.models import TrainingSession
-from sessions_app.scheduling import Calendar, UnknownTimezone, Window, first_free_series, zone
 from sessions_app.services import sessions_generate
 from tests.conftest import available_trainer, buy
 

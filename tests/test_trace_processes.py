@@ -11,10 +11,10 @@ from django.core.management import call_command
 from django.db.models import F
 
 from allocation.models import Trainer
+from flows.refunds import purchase_refund
 from outbox.models import Delivery, RelayHeartbeat
 from outbox.trace import payment_trace
 from purchases.models import Course
-from purchases.services import purchase_refund
 from tests.conftest import Processes, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from flows import moves
 from purchases import services
 from purchases.management.commands._errors import command_errors
 from purchases.models import Course
@@ -98,7 +99,7 @@ class Command(BaseCommand):
 
     def _move(self, payment_id: str, course_id: int) -> None:
         with command_errors():
-            result = services.purchase_move(payment_id=payment_id, course_id=course_id, actor=ACTOR)
+            result = moves.purchase_move(payment_id=payment_id, course_id=course_id, actor=ACTOR)
         purchase = result.purchase
         if not result.created:
             self.stdout.write(f"payment {payment_id!r} was already moved to course {course_id}: purchase {purchase.pk}")

@@ -9,7 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from purchases import services
+from flows import refunds
 from purchases.management.commands._errors import command_errors
 
 ACTOR = "command:refund_purchase"
@@ -26,8 +26,8 @@ class Command(BaseCommand):
         if not payment_id:
             raise CommandError("payment id must not be empty")
         with command_errors():
-            result = services.purchase_refund(payment_id=payment_id, actor=ACTOR)
-        if not result.created:
+            result = refunds.purchase_refund(payment_id=payment_id, actor=ACTOR)
+        if not result.refunded:
             self.stdout.write(f"purchase {result.purchase.pk} of payment {payment_id!r} was already refunded")
             return
         self.stdout.write(

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from purchases import demo
+from flows import demo
 
 
 class Command(BaseCommand):

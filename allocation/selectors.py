@@ -1,10 +1,15 @@
-"""Reads for scheduling: a trainer's calendar (time zone, weekly windows, busy intervals)."""
+"""Reads for scheduling: a trainer's calendar (time zone, weekly windows, busy intervals) and the
+earliest free series in it. Used by allocation (is there room?) and by the sessions app (take it)."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
-from sessions_app.scheduling import Calendar, Window, zone
+from allocation import scheduling
+from allocation.scheduling import Calendar, Window
+from kernel.timezones import zone
 
 # One statement: the trainer's zone, windows, and busy time overlapping [from, until). The busy
 # lookup has the exclusion constraint's expressions and predicate, so it uses its GiST index; its
@@ -55,3 +60,28 @@ def trainer_calendar(*, trainer_id: int, start: datetime, until: datetime, exclu
 def _instant(epoch: float) -> datetime:
     # Session times are whole minutes: rounding to the microsecond undoes float noise.
     return datetime.fromtimestamp(round(epoch, 6), UTC)
+
+
+def earliest_start() -> datetime:
+    return timezone.now() + timedelta(hours=settings.SCHEDULING_LEAD_HOURS)
+
+
+def free_series(
+    *, trainer_id: int, count: int, minutes: int, earliest: datetime, exclude_session_id: int = 0
+) -> list[tuple[datetime, datetime]] | None:
+    """The trainer's earliest free weekly series from `earliest` (one read), or None if none starts
+    within the horizon (counted from now plus the lead time)."""
+    until = earliest_start() + timedelta(weeks=settings.SCHEDULING_HORIZON_WEEKS)
+    if earliest > until:
+        return None
+    cal = trainer_calendar(
+        trainer_id=trainer_id,
+        start=earliest,
+        until=until + timedelta(weeks=count, days=1),
+        exclude_session_id=exclude_session_id,
+    )
+    if not scheduling.has_any_window(cal, minutes):
+        return None
+    return scheduling.first_free_series(
+        cal, count=count, minutes=minutes, earliest=earliest, until=until, step=settings.SCHEDULING_STEP_MINUTES
+    )

@@ -12,33 +12,9 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo
 
 DAY_MINUTES = 24 * 60
-
-
-class UnknownTimezone(ValueError):
-    """Not an IANA time zone name."""
-
-
-def zone(name: str) -> ZoneInfo:
-    """The IANA zone called `name`; raises `UnknownTimezone` for anything else (also paths, empty)."""
-    if not name or name not in _zone_names():
-        raise UnknownTimezone(f"{name!r} is not an IANA time zone name (e.g. Europe/Berlin)")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:  # listed but not loadable: treat as unknown
-        raise UnknownTimezone(f"{name!r} is not an IANA time zone name") from exc
-
-
-_names: frozenset[str] | None = None
-
-
-def _zone_names() -> frozenset[str]:
-    global _names
-    if _names is None:
-        _names = frozenset(available_timezones())
-    return _names
 
 
 @dataclass(frozen=True, order=True)
