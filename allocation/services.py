@@ -10,6 +10,7 @@ from django.utils import timezone
 from allocation.models import Allocation, AvailabilityWindow, Trainer
 from allocation.scheduling import Window
 from allocation.selectors import earliest_start, free_series
+from kernel.errors import ApplicationError
 from kernel.timezones import UnknownTimezone, zone
 from outbox.services import Cause
 from purchases.events import purchase_event_emit
@@ -191,12 +192,17 @@ def waitlist_promote(*, cause: Cause, limit: int = 100, scan: int = 200) -> list
     return allocated
 
 
-class CapacityBelowLoad(Exception):
-    pass
+class CapacityBelowLoad(ApplicationError):
+    """The trainer has more active purchases than the capacity asked for."""
+
+    code = "capacity_below_load"
+    status = 409
 
 
-class InvalidAvailability(ValueError):
+class InvalidAvailability(ApplicationError):
     """A timezone that is not an IANA name, or availability windows that are malformed or overlap."""
+
+    code = "invalid_availability"
 
 
 def trainer_save(

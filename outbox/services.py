@@ -8,6 +8,7 @@ from uuid import UUID
 from django.db import connection
 from django.utils import timezone
 
+from kernel.errors import ApplicationError
 from outbox import registry
 from outbox.models import OutboxEvent, new_event_id
 
@@ -15,8 +16,11 @@ REALTIME_SINK = "realtime"
 NOTIFY_CHANNEL = "outbox_due"
 
 
-class OutboxError(RuntimeError):
-    pass
+class OutboxError(ApplicationError):
+    """A programming error: an event emitted outside the transaction of the state it describes."""
+
+    code = "outbox_error"
+    status = 500
 
 
 @dataclass(frozen=True)

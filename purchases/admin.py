@@ -21,11 +21,11 @@ from django.utils.html import format_html
 
 from allocation.services import trainer_allocate
 from flows import moves, refunds
+from kernel.errors import ApplicationError
 from outbox.admin import ReadOnlyModelAdmin, trace_url
 from outbox.services import Cause
 from outbox.trace import payment_trace
 from purchases import selectors, services
-from purchases.errors import DomainError
 from purchases.models import Course, Payment, ProviderEvent, Purchase
 
 _RESULT = "_purchase_create_result"  # the add view's service result, kept on the request
@@ -120,7 +120,7 @@ class PurchaseAdmin(admin.ModelAdmin):
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
         try:
             return super().add_view(request, form_url, extra_context)
-        except DomainError as exc:  # validated by the form; only a concurrent change gets here
+        except ApplicationError as exc:  # validated by the form; only a concurrent change gets here
             self.message_user(request, f"Nothing was created: {exc.message}", messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
 
@@ -244,7 +244,7 @@ class PurchaseAdmin(admin.ModelAdmin):
                 moved += moves.purchase_move(
                     payment_id=payment_id, course_id=course.pk, actor=admin_actor(request)
                 ).created
-            except DomainError as exc:
+            except ApplicationError as exc:
                 refused.append(f"{payment_id}: {exc.message}")
         self.message_user(request, f"Moved {moved} purchase(s) to {course.title}: each refunded and bought anew.")
         if refused:

@@ -18,7 +18,7 @@ from config.errors import ApiError
 from flows import payments
 from outbox.selectors import student_events_after, student_last_seq
 from purchases import api_docs, provider_body, selectors, webhook
-from purchases.errors import DomainError, EventConflict
+from purchases.errors import EventConflict
 from purchases.metrics import WEBHOOK_CONFLICTS
 from purchases.models import Course, ProviderEvent
 from purchases.serializers import (
@@ -67,9 +67,7 @@ class PaymentWebhookApi(APIView):
         except EventConflict as exc:
             WEBHOOK_CONFLICTS.labels(exc.code).inc()
             logger.warning("webhook: %s", exc.message)
-            raise ApiError(code=exc.code, message=exc.message, status_code=409, details=exc.details) from exc
-        except DomainError as exc:
-            raise ApiError(code=exc.code, message=exc.message, status_code=422, details=exc.details) from exc
+            raise
         if result.outcome in _REFUSED:
             code, status, message = _REFUSED[result.outcome]
             WEBHOOK_CONFLICTS.labels(code).inc()

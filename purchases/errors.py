@@ -1,48 +1,46 @@
-"""Domain errors that interfaces translate (API: 422, commands: CommandError, admin: form errors)."""
+"""Errors of the purchase services: each an `ApplicationError` with its code and HTTP status
+(kernel/errors.py), mapped once by each interface (API, admin, commands)."""
+
+from kernel.errors import ApplicationError
 
 
-class DomainError(Exception):
-    code = "domain_error"
-
-    def __init__(self, message: str, **details: object) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
-
-
-class UnknownStudent(DomainError):
+class UnknownStudent(ApplicationError):
     code = "unknown_student"
 
 
-class UnknownCourse(DomainError):
+class UnknownCourse(ApplicationError):
     code = "unknown_course"
 
 
-class UnknownPayment(DomainError):
+class UnknownPayment(ApplicationError):
     code = "unknown_payment"
 
 
-class NotAStudent(DomainError):
+class NotAStudent(ApplicationError):
     """Only students hold purchases: staff and superusers are operators, never buyers."""
 
     code = "not_a_student"
 
 
-class MoveToSameCourse(DomainError):
+class MoveToSameCourse(ApplicationError):
     code = "same_course"
 
 
-class NotMovable(DomainError):
+class NotMovable(ApplicationError):
     """The purchase is refunded (or already moved), or its payment id leaves no room for the moved one's."""
 
     code = "not_movable"
 
 
-class EventConflict(DomainError):
+class EventConflict(ApplicationError):
     """The provider event id is recorded with another body."""
 
     code = "event_conflict"
+    status = 409
 
 
-class InvalidTimezone(ValueError):
+class InvalidTimezone(ApplicationError):
     """Not an IANA time zone name (a student's profile)."""
+
+    code = "invalid_timezone"
+    status = 400

@@ -162,7 +162,7 @@ def student_profile_update(*, student_id: int, timezone_name: str | None, actor:
         try:
             zone(name)
         except UnknownTimezone as exc:
-            raise InvalidTimezone(str(exc)) from exc
+            raise InvalidTimezone(str(exc), timezone=name) from exc
     with transaction.atomic():
         profile, _ = StudentProfile.objects.select_for_update().get_or_create(student_id=student_id)
         if profile.timezone != name:

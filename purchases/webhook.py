@@ -13,14 +13,17 @@ import hmac
 import re
 import time
 
+from kernel.errors import ApplicationError
+
 # Room for a timestamp and eight signatures (a rotation needs two).
 MAX_HEADER_LENGTH = 600
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
-class InvalidSignature(Exception):
-    pass
+class InvalidSignature(ApplicationError):
+    code = "invalid_signature"
+    status = 400
 
 
 def sign(*, body: bytes, secret: str, timestamp: int) -> str:

@@ -5,8 +5,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from kernel.errors import ApplicationError
 from outbox.admin import ReadOnlyModelAdmin
-from purchases.errors import DomainError
 from sessions_app.models import TrainingSession
 from sessions_app.services import iso, session_reschedule
 
@@ -29,7 +29,7 @@ class TrainingSessionAdmin(ReadOnlyModelAdmin):
         for session_id in queryset.values_list("id", flat=True):
             try:
                 moved = session_reschedule(session_id=session_id, actor=actor)
-            except DomainError as exc:
+            except ApplicationError as exc:
                 messages.error(request, f"Session {session_id} not moved: {exc.message}")
                 continue
             self.message_user(request, f"Session {session_id} moved to {iso(moved.starts_at)}.")

@@ -6,10 +6,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.errors import ApiError
 from purchases.api_docs import THROTTLED, UNAUTHENTICATED, error_example, error_responses
 from sessions_app import services
-from sessions_app.errors import NoFreeSlot, SessionNotFound, SessionNotReschedulable
+from sessions_app.errors import SessionNotFound
 
 _MAX_ID = 2**63 - 1
 
@@ -76,16 +75,13 @@ class SessionRescheduleApi(APIView):
     )
     def post(self, request: Request, session_id: int) -> Response:
         assert request.user is not None and request.user.pk is not None
-        try:
-            if session_id > _MAX_ID:
-                raise SessionNotFound(f"no session {session_id}", session_id=session_id)
-            session = services.session_reschedule(
-                session_id=session_id, student_id=request.user.pk, actor=f"student:{request.user.pk}"
-            )
-        except SessionNotFound as exc:
-            raise ApiError(code=exc.code, message=exc.message, status_code=404, details=exc.details) from exc
-        except (NoFreeSlot, SessionNotReschedulable) as exc:
-            raise ApiError(code=exc.code, message=exc.message, status_code=409, details=exc.details) from exc
+        # Refusals (SessionNotFound 404, NoFreeSlot / SessionNotReschedulable 409) are ApplicationErrors:
+        # config/errors.py maps them.
+        if session_id > _MAX_ID:
+            raise SessionNotFound(f"no session {session_id}", session_id=session_id)
+        session = services.session_reschedule(
+            session_id=session_id, student_id=request.user.pk, actor=f"student:{request.user.pk}"
+        )
         return Response(
             {
                 "id": session.pk,

@@ -1,15 +1,18 @@
-"""Errors of the sessions services (API: 404/409 in the one error shape, commands: CommandError)."""
+"""Errors of the sessions services: each an `ApplicationError` with its code and HTTP status."""
 
-from purchases.errors import DomainError
+from kernel.errors import ApplicationError
 
 
-class SessionNotFound(DomainError):
+class SessionNotFound(ApplicationError):
     code = "not_found"
+    status = 404
 
 
-class SessionNotReschedulable(DomainError):
+class SessionNotReschedulable(ApplicationError):
     code = "session_not_reschedulable"
+    status = 409
 
 
-class NoFreeSlot(DomainError):
+class NoFreeSlot(ApplicationError):
     code = "no_free_slot"
+    status = 409

@@ -1,16 +1,16 @@
-"""Shared by the purchase commands: a domain error becomes one clear CommandError line (exit 1)."""
+"""Shared by the purchase commands: an application error becomes one clear CommandError line (exit 1)."""
 
 import contextlib
 from collections.abc import Iterator
 
 from django.core.management.base import CommandError
 
-from purchases.errors import DomainError
+from kernel.errors import ApplicationError
 
 
 @contextlib.contextmanager
 def command_errors() -> Iterator[None]:
     try:
         yield
-    except DomainError as exc:
+    except ApplicationError as exc:
         raise CommandError(f"{exc.code.replace('_', ' ')}: {exc.message}") from exc

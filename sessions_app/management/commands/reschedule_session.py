@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from purchases.errors import DomainError
+from kernel.errors import ApplicationError
 from sessions_app.services import iso, session_reschedule
 
 ACTOR = "command:reschedule_session"
@@ -41,7 +41,7 @@ class Command(BaseCommand):
             session = session_reschedule(
                 session_id=options["session_id"], actor=ACTOR, not_before=options["not_before"]
             )
-        except DomainError as exc:
+        except ApplicationError as exc:
             raise CommandError(f"{exc.code}: {exc.message}") from exc
         data = {"id": session.pk, "starts_at": iso(session.starts_at), "ends_at": iso(session.ends_at)}
         self.stdout.write(json.dumps(data) if options["json"] else f"session {session.pk} now {data['starts_at']}")

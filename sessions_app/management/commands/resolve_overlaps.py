@@ -12,7 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 
-from purchases.errors import DomainError
+from kernel.errors import ApplicationError
 from sessions_app.services import iso, session_reschedule
 
 ACTOR = "command:resolve_overlaps"
@@ -42,7 +42,7 @@ class Command(BaseCommand):
                 continue
             try:
                 session = session_reschedule(session_id=session_id, actor=ACTOR)
-            except DomainError as exc:
+            except ApplicationError as exc:
                 self.stdout.write(f"session {session_id} not moved: {exc.code}: {exc.message}")
                 stuck.append(session_id)
                 continue
