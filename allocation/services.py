@@ -31,8 +31,9 @@ def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
     conditional `UPDATE ... WHERE active_count < capacity` on one trainer row at a time (re-checked
     under that row's lock), so a transaction never holds one trainer while waiting for another. A
     CHECK constraint backs it. The slots are only looked at here; `sessions_generate` takes them.
+    Composable: under the handler runner's transaction (or a promotion's) it takes no savepoint.
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         purchase = Purchase.objects.select_for_update(of=("self",)).select_related("course").get(id=purchase_id)
         if purchase.status not in (Purchase.Status.PENDING, Purchase.Status.WAITLISTED):
             return Allocation.objects.filter(purchase=purchase, released_at__isnull=True).first()
@@ -172,8 +173,9 @@ def waitlist_promote(*, cause: Cause, limit: int = 100, scan: int = 200) -> list
     """Allocate up to `limit` waitlisted purchases, oldest first, while any trainer has free
     capacity (and slots for the purchase's course), looking at no more than `scan` of them.
 
-    Each allocation is its own transaction (through `trainer_allocate`), so a concurrent promotion
-    can't allocate the same purchase twice and capacity is never exceeded. Idempotent. Each new
+    Runs in the caller's transaction (the handler's): each allocation is `trainer_allocate`'s, under
+    the purchase's and the trainer's row locks, so a concurrent promotion can't allocate the same
+    purchase twice and capacity is never exceeded. Idempotent. Each new
     allocation belongs to its own payment's chain (correlation) and names `cause` as its cause.
     """
     allocated: list[Allocation] = []
@@ -218,6 +220,8 @@ def trainer_save(
     """
     if timezone_name is not None:
         _check_zone(timezone_name)
+    # A savepoint, deliberately: the admin calls this inside its change form's transaction and goes on
+    # (the availability) after a refusal, which must roll back this part only.
     with transaction.atomic():
         if trainer_id is None:
             return Trainer.objects.create(name=name, capacity=capacity, timezone=timezone_name or "UTC")
@@ -249,7 +253,7 @@ def availability_replace(*, trainer_id: int, windows: list[tuple[int, time, time
     and moves use the new windows.
     """
     availability_check(windows)
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         Trainer.objects.select_for_update(no_key=True).get(id=trainer_id)  # serialise editors of one trainer
         AvailabilityWindow.objects.filter(trainer_id=trainer_id).delete()
         return AvailabilityWindow.objects.bulk_create(

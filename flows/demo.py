@@ -32,7 +32,7 @@ STUDENTS = ["alice", "bob", "carol"]
 def seed_demo() -> dict[str, list[dict[str, Any]]]:
     """Create what is missing and describe everything (idempotent: a second run adds nothing)."""
     user_model = get_user_model()
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         courses = [
             Course.objects.get_or_create(
                 title=title,

@@ -11,7 +11,7 @@ that dominated) per chunk, sized to about 2 ms of handler time, with a short loc
 anything in a chunk fails (a handler raises, a lock wait times out, COMMIT is refused) the chunk rolls
 back as a whole and its deliveries run again one per transaction, where a failure is that delivery's
 alone. Deliveries of one chunk share a transaction id, so the outbox guard's "an event in the same
-transaction" check (DESIGN invariant 1) sees the chunk's events together; each delivery is a different
+transaction" check (docs/architecture.md) sees the chunk's events together; each delivery is a different
 event, so this matters only for a handler that changes another delivery's purchase without an event.
 """
 
@@ -157,7 +157,7 @@ def _apply(
 ) -> list[int]:
     """Apply `ids` (in this order) in one transaction; returns those that must wait their turn."""
     ran, in_handler = 0, 0.0
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(durable=True), connection.cursor() as cursor:
         if lock_timeout:
             cursor.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
         cursor.execute(_APPLY_SQL, {"ids": ids, "handler": handler.name, "channel": NOTIFY_CHANNEL})

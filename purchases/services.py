@@ -42,9 +42,10 @@ def purchase_create(
     same purchase, and only the first one writes anything or emits. The event's correlation id is
     the payment id unless `correlation_id` names the chain it continues (a move); `actor` says who
     asked (webhook, admin user, command).
-    Raises `UnknownStudent` / `NotAStudent` / `UnknownCourse` before writing anything.
+    Raises `UnknownStudent` / `NotAStudent` / `UnknownCourse` before writing anything. Composable: in
+    a caller's transaction (the webhook's, a move's) it is part of it, without a savepoint.
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         existing = Purchase.objects.filter(payment__provider_payment_id=payment_id).first()
         if existing is not None:
             return PurchaseResult(purchase=existing, created=False)
@@ -142,7 +143,7 @@ def student_resync_request(*, student_id: int, actor: str) -> OutboxEvent:
     are invalidated and their app is told to refetch. Safe to repeat (one more harmless event each)."""
     if not get_user_model().objects.filter(id=student_id).exists():
         raise UnknownStudent(f"no student with id {student_id}", student_id=student_id)
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         return outbox.emit(
             type="student.resync_requested",
             student_id=student_id,
@@ -163,7 +164,7 @@ def student_profile_update(*, student_id: int, timezone_name: str | None, actor:
             zone(name)
         except UnknownTimezone as exc:
             raise InvalidTimezone(str(exc), timezone=name) from exc
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         profile, _ = StudentProfile.objects.select_for_update().get_or_create(student_id=student_id)
         if profile.timezone != name:
             profile.timezone = name
@@ -189,7 +190,7 @@ def student_token_revoke(*, student_id: int, actor: str) -> TokenRotation:
     with 4401; sockets opened with the new key receive it like any event (its payload holds only the
     student id, never a key). Raises `UnknownStudent`. Each call rotates again.
     """
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         # Row-lock the student so two concurrent rotations serialise and the last one's key wins.
         student = get_user_model().objects.select_for_update().filter(id=student_id).first()
         if student is None:
@@ -211,7 +212,7 @@ def course_save(*, course_id: int | None, fields: dict[str, Any], actor: str) ->
     """Create or edit a course (reference data: no event of its own). A new title asks every student
     who bought the course to resync (`student.resync_requested`), so no cached dashboard keeps the old
     one. `fields` are Course's editable fields, already validated."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         if course_id is None:
             return Course.objects.create(**fields)
         course = Course.objects.select_for_update(no_key=True).get(id=course_id)  # webhooks keep inserting

@@ -51,7 +51,7 @@ def sessions_generate(*, purchase_id: int, cause: Cause) -> list[TrainingSession
     `no_free_slot`) and its place is freed. Idempotent: a purchase that already has sessions, or
     that is not active with a trainer, is left alone (returns its existing sessions).
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         # Lock the purchase only (not the joined course: every webhook's FK check takes KEY SHARE on it).
         purchase = (
             Purchase.objects.select_for_update(no_key=True, of=("self",)).select_related("course").get(id=purchase_id)
@@ -156,7 +156,7 @@ def session_reschedule(
     not active, and `NoFreeSlot` when the trainer has no free slot within the horizon. Two moves
     racing for one slot: the loser takes the next one. The event joins the purchase's payment chain.
     """
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         found = TrainingSession.objects.filter(id=session_id)
         if student_id is not None:
             found = found.filter(purchase__student_id=student_id)
@@ -226,7 +226,7 @@ def sessions_cancel(*, purchase_id: int, cause: Cause) -> list[TrainingSession]:
 
     Idempotent: with nothing left to cancel it writes and emits nothing (returns []).
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         purchase = Purchase.objects.select_for_update().get(id=purchase_id)
         future = list(
             TrainingSession.objects.select_for_update().filter(
