@@ -37,7 +37,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
-    if isinstance(exc, ApplicationError):
+    if isinstance(exc, ApplicationError) and exc.status < 500:
+        # A refused request, in its own code and status. A 5xx one (OutboxError: a programming error)
+        # is a bug: left to the framework's 500 handling, like any other exception.
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
     if isinstance(exc, ApiError):
         return Response(error_body(exc.error_code, exc.message, exc.details), status=exc.status_code)
