@@ -11,8 +11,8 @@ from django.core.management import call_command
 from django.db.models import F
 
 from allocation.models import Trainer
+from backoffice.trace import payment_trace
 from outbox.models import Delivery, RelayHeartbeat
-from outbox.trace import payment_trace
 from purchases.models import Course
 from purchases.services import purchase_refund
 from tests.conftest import Processes, wait_until

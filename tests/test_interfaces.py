@@ -1,0 +1,83 @@
+"""The interfaces live in their own packages (docs/architecture.md): `api/` (HTTP), `backoffice/` (admin,
+operator commands, traces), `student_page/`. A newcomer finds who calls a service by folder name, so
+no domain app (nor the outbox, beyond its relay) defines a view, a model admin or a command."""
+
+import ast
+from pathlib import Path
+
+import pytest
+from django.contrib import admin
+from django.core.management import get_commands
+
+ROOT = Path(__file__).resolve().parent.parent
+BELOW_THE_INTERFACES = ["kernel", "outbox", "purchases", "allocation", "sessions_app"]
+# Base classes that make a module an interface: an HTTP view, a model admin, a management command.
+INTERFACE_BASES = {
+    "APIView",
+    "GenericAPIView",
+    "View",
+    "ViewSet",
+    "ModelAdmin",
+    "UserAdmin",
+    "ReadOnlyModelAdmin",
+    "BaseCommand",
+}
+# The public contract's commands and the app that owns each: the relay is the outbox's own process.
+COMMANDS = {
+    "run_relay": "outbox",
+    "fix_purchase": "backoffice",
+    "refund_purchase": "backoffice",
+    "resync_student": "backoffice",
+    "revoke_token": "backoffice",
+    "seed_demo": "backoffice",
+    "trace": "backoffice",
+    "outbox": "backoffice",
+    "reschedule_session": "backoffice",
+    "resolve_overlaps": "backoffice",
+}
+ALLOWED_COMMAND_FILES = {"outbox/management/commands/run_relay.py"}
+
+
+def interface_classes(path: Path) -> list[str]:
+    """`Class(Base)` for every class in `path` deriving from an interface base, by the base's name."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ClassDef):
+            for base in node.bases:
+                name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
+                if name in INTERFACE_BASES:
+                    found.append(f"{node.name}({name})")
+    return found
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_contract_command_exists_in_its_interface(command: str) -> None:
+    assert get_commands().get(command) == COMMANDS[command]
+
+
+@pytest.mark.parametrize("package", BELOW_THE_INTERFACES)
+def test_nothing_below_the_interfaces_defines_a_view_an_admin_or_a_command(package: str) -> None:
+    files = [p for p in (ROOT / package).rglob("*.py") if str(p.relative_to(ROOT)) not in ALLOWED_COMMAND_FILES]
+    assert files
+    offenders = [f"{p.relative_to(ROOT)}: {c}" for p in files for c in interface_classes(p)]
+    offenders += [
+        str(p.relative_to(ROOT))
+        for p in files
+        if p.name in {"admin.py", "api.py", "views.py", "serializers.py"} or "commands" in p.parts
+        if p.name != "__init__.py"
+    ]
+    assert offenders == []
+
+
+def test_every_model_admin_is_in_the_back_office() -> None:
+    modules = {type(model_admin).__module__ for model_admin in admin.site._registry.values()}
+    project = {"config", "api", "student_page", "realtime", *BELOW_THE_INTERFACES}
+    outside = {m for m in modules if m.split(".")[0] in project}
+    assert outside == set()
+    assert "backoffice.admin.purchases" in modules
+
+
+def test_the_scan_catches_an_offender(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from django.contrib import admin\nclass A(admin.ModelAdmin): pass\nclass V(APIView): pass\n")
+    assert interface_classes(bad) == ["A(ModelAdmin)", "V(APIView)"]
