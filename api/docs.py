@@ -1,8 +1,9 @@
 """What `/api/docs/` says about each endpoint: descriptions, realistic examples, the error shape per status.
 
-Kept apart from the resource modules so the views stay thin. Descriptions are Markdown that Swagger UI and ReDoc
-render as HTML, so placeholders are written `{t}`, never `<t>` (a browser reads that as a tag and
-shows nothing).
+Kept apart from the resource modules (api/*.py) so the views stay thin; each endpoint's entry is a
+function of the view's own Input/Output serializers. Descriptions are Markdown that Swagger UI and
+ReDoc render as HTML, so placeholders are written `{t}`, never `<t>` (a browser reads that as a tag
+and shows nothing).
 """
 
 from typing import Any
@@ -11,21 +12,10 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
+from api.errors import ErrorSerializer
+
 # A resource module's serializer class (its nested InputSerializer or OutputSerializer).
 SerializerClass = type[serializers.Serializer[Any]]
-
-
-class ErrorDetailSerializer(serializers.Serializer[dict[str, object]]):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    details = serializers.DictField()
-
-
-# The one error shape (api/errors.py) as the docs show it for every error status. (A docstring here
-# would become the schema's description.)
-class ErrorSerializer(serializers.Serializer[dict[str, object]]):
-    error = ErrorDetailSerializer()
-
 
 WEBSOCKET_DOCS = "/api/docs/websocket/"
 

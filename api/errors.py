@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, JsonResponse
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -25,6 +25,18 @@ class ApiError(ApplicationError):
         self.details = details or {}
         # Per raise, not per class as ApplicationError declares them: shadow the class attributes.
         vars(self).update(code=code, status=status_code)
+
+
+class ErrorDetailSerializer(serializers.Serializer[dict[str, object]]):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.DictField()
+
+
+# `error_body` as the docs (api/docs.py) show it for every error status. (A docstring here would become
+# the schema's description.)
+class ErrorSerializer(serializers.Serializer[dict[str, object]]):
+    error = ErrorDetailSerializer()
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -61,8 +61,8 @@ class PaymentWebhookApi(APIView):
     # counting, keep others out).
     throttle_classes: list[Any] = []
 
-    # What the docs show; the view validates the envelope, then `data` by type (ProviderEventEnvelope-
-    # and PaymentDataSerializer), so that an unknown type is recorded rather than refused.
+    # The body as the docs show it. The view itself validates in two steps (the envelope, then `data`
+    # for a handled type), so that an event of another type is recorded rather than refused.
     class InputSerializer(ProviderEventEnvelopeSerializer):
         """The documented body of `payment.succeeded` and `payment.refunded`."""
 

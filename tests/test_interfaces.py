@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 from django.contrib import admin
-from django.core.management import get_commands
+from django.core.management import CommandError, get_commands
+
+from api.errors import ApiError, api_exception_handler
+from api.payment_signature import InvalidSignature
+from backoffice.management.commands._errors import command_errors
+from kernel.errors import ApplicationError
 
 ROOT = Path(__file__).resolve().parent.parent
 BELOW_THE_INTERFACES = ["kernel", "outbox", "purchases", "allocation", "sessions_app"]
@@ -81,3 +86,22 @@ def test_the_scan_catches_an_offender(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("from django.contrib import admin\nclass A(admin.ModelAdmin): pass\nclass V(APIView): pass\n")
     assert interface_classes(bad) == ["A(ModelAdmin)", "V(APIView)"]
+
+
+class _Refused(ApplicationError):
+    code = "some_refusal"
+    status = 409
+
+
+def test_every_interface_maps_any_application_error_the_same_way() -> None:
+    assert issubclass(ApiError, ApplicationError) and issubclass(InvalidSignature, ApplicationError)
+    response = api_exception_handler(_Refused("not now", purchase_id=7), {})
+    assert response is not None and response.status_code == 409
+    assert response.data == {"error": {"code": "some_refusal", "message": "not now", "details": {"purchase_id": 7}}}
+    signature = api_exception_handler(InvalidSignature("no signature matches"), {})
+    assert signature is not None and signature.status_code == 400
+    assert signature.data["error"] == {"code": "invalid_signature", "message": "no signature matches", "details": {}}
+    too_large = api_exception_handler(ApiError(code="body_too_large", message="too big", status_code=413), {})
+    assert too_large is not None and (too_large.status_code, too_large.data["error"]["code"]) == (413, "body_too_large")
+    with pytest.raises(CommandError, match=r"^some refusal: not now$"), command_errors():
+        raise _Refused("not now")
