@@ -3,6 +3,9 @@ operator commands, traces), `student_page/`. A newcomer finds who calls a servic
 no domain app (nor the outbox, beyond its relay) defines a view, a model admin or a command."""
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +108,14 @@ def test_every_interface_maps_any_application_error_the_same_way() -> None:
     assert too_large is not None and (too_large.status_code, too_large.data["error"]["code"]) == (413, "body_too_large")
     with pytest.raises(CommandError, match=r"^some refusal: not now$"), command_errors():
         raise _Refused("not now")
+
+
+def test_the_payment_signature_needs_only_the_standard_library() -> None:
+    """`dev.py pay` signs a demo payment with it before any virtualenv exists."""
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from api.payment_signature import sign; "
+        "sign(body=b'{}', secret='s', timestamp=1); print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True)
+    imported = set(json.loads(done.stdout))
+    assert imported - set(sys.stdlib_module_names) - {"__main__"} == {"api", "kernel"}
