@@ -96,7 +96,7 @@ def pay(argv: list[str]) -> int:
     import argparse
 
     sys.path.insert(0, str(ROOT))
-    from purchases.webhook import sign
+    from api.payment_signature import sign
 
     parser = argparse.ArgumentParser(prog="dev.py pay", description="Send a signed demo payment.")
     parser.add_argument("--student", type=int, required=True)

@@ -10,8 +10,8 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from api.payment_signature import sign
 from benchmarks.harness import WEBHOOK_SECRET
-from purchases.webhook import sign
 
 HOST = "127.0.0.1"
 

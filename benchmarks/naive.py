@@ -20,12 +20,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from api.errors import ApiError
+from api.payments import PaymentDataSerializer, ProviderEventEnvelopeSerializer, _validated, verify_signature
 from benchmarks.naive_chain import naive_purchase_created
-from config.errors import ApiError
 from purchases import provider_body
-from purchases.api import _validated, verify_signature
 from purchases.models import Course, Payment, ProviderEvent, Purchase
-from purchases.serializers import PaymentDataSerializer, ProviderEventEnvelopeSerializer
 
 
 class NaiveWebhookApi(APIView):

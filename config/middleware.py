@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from config.errors import error_body
+from api.errors import error_body
 
 PROBES = {"/livez", "/readyz", "/healthz"}
 

@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "allocation",
     "sessions_app",
     "realtime",
+    "backoffice",
     "student_page",
 ]
 
@@ -258,7 +259,7 @@ REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "config.errors.api_exception_handler",
+    "EXCEPTION_HANDLER": "api.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
     # Rate limits (see the security block below); the payment webhook opts out.
     "DEFAULT_THROTTLE_CLASSES": ["config.throttling.StudentRateThrottle", "config.throttling.AnonymousRateThrottle"],

@@ -2,17 +2,19 @@ from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from api.courses import CoursesApi
+from api.me import DashboardApi, EventsApi
+from api.payments import PaymentWebhookApi
+from api.profile import ProfileApi
+from api.sessions import SessionRescheduleApi
 from outbox.health import healthz_view, livez_view, readyz_view
 from outbox.metrics import metrics_view
-from purchases.api import CoursesApi, DashboardApi, EventsApi, PaymentWebhookApi
-from purchases.api_profile import ProfileApi
 from realtime.docs import websocket_docs
-from sessions_app.api import SessionRescheduleApi
 from student_page.views import student_page
 
 REDOC = "realtime/redoc.html"
-handler404 = "config.errors.json_404"
-handler500 = "config.errors.json_500"
+handler404 = "api.errors.json_404"
+handler500 = "api.errors.json_500"
 
 urlpatterns = [
     path("", student_page, name="student-page"),

@@ -28,9 +28,9 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from allocation.models import Trainer
+from api.payment_signature import sign
 from config import commands
 from purchases.models import Course
-from purchases.webhook import sign
 
 ROOT = Path(__file__).resolve().parent.parent
 

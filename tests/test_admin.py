@@ -16,8 +16,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from allocation.admin import TrainerForm
 from allocation.models import Trainer
+from backoffice.admin import outbox as outbox_admin
+from backoffice.admin.allocation import TrainerForm
 from outbox.models import Delivery, OutboxEvent
 from outbox.relay import Relay
 from purchases.errors import UnknownStudent
@@ -245,8 +246,6 @@ def test_outbox_lists_filter_and_show_dead_letters_with_their_error(
 def test_big_outbox_lists_are_not_counted_in_full(
     ops: Client, student: Any, course: Course, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from outbox import admin as outbox_admin
-
     buy(student, course, "pay_count")
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE outbox_delivery")

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from schemathesis.checks import CHECKS
 from schemathesis.generation import GenerationMode
 
+from api.payment_signature import sign
 from purchases.models import Course, ProviderEvent
-from purchases.webhook import sign
 
 pytestmark = pytest.mark.django_db
 

@@ -17,9 +17,9 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.authtoken.models import Token
 
+from backoffice.student_trace import student_trace
 from outbox.models import OutboxEvent
 from outbox.relay import Relay
-from outbox.student_trace import student_trace
 from purchases.errors import UnknownStudent
 from purchases.services import student_token_revoke
 from tests.test_realtime_consumer import connect, deliver_without_push, run

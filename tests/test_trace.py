@@ -12,10 +12,10 @@ from django.test import override_settings
 from django.utils import timezone
 
 from allocation.models import Trainer
+from backoffice.trace import payment_trace
 from outbox import deliveries
 from outbox.models import Delivery
 from outbox.relay import Relay
-from outbox.trace import payment_trace
 from purchases.models import Course
 from tests.conftest import buy
 

@@ -11,9 +11,9 @@ from django.core.management import call_command
 from django.db.models import F
 
 from allocation.models import Trainer
+from backoffice.trace import payment_trace
 from flows.refunds import purchase_refund
 from outbox.models import Delivery, RelayHeartbeat
-from outbox.trace import payment_trace
 from purchases.models import Course
 from tests.conftest import Processes, wait_until
 

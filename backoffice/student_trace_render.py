@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from outbox.student_trace import StudentTrace, clock, duration_s, short
+from backoffice.student_trace import StudentTrace, clock, duration_s, short
 
 MAX_LINES_PER_PART = 8
 

@@ -1,7 +1,7 @@
 """`manage.py trace <payment_id>`: the payment's chain of events and deliveries, and a verdict.
 
 `manage.py trace --student <id> [--json] [--resync]`: the student's stream, cache and open sockets, with
-a verdict first (outbox/student_trace.py); exits 0 when the student is current, 1 otherwise.
+a verdict first (backoffice/student_trace.py); exits 0 when the student is current, 1 otherwise.
 """
 
 import json
@@ -10,11 +10,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from backoffice.student_trace import student_trace
+from backoffice.student_trace_render import student_trace_json, student_trace_text
+from backoffice.trace import DELIVERED, IN_PROGRESS, STUCK, Trace, payment_trace
 from outbox.models import Delivery
 from outbox.payment_records import PaymentRecord, records_of
-from outbox.student_trace import student_trace
-from outbox.student_trace_render import student_trace_json, student_trace_text
-from outbox.trace import DELIVERED, IN_PROGRESS, STUCK, Trace, payment_trace
 
 
 class Command(BaseCommand):

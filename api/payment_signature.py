@@ -6,6 +6,8 @@ rotation). A `t` more than the tolerance away from now, either way, is rejected 
 The header is parsed strictly, before any arithmetic: at most `MAX_HEADER_LENGTH` characters of
 comma-separated `key=value` parts, `t` exactly once as 1-12 ASCII digits (no sign, no `_`, no
 Unicode digits), each `v1` exactly 64 hex digits, and nothing else. Anything else is refused.
+
+Standard library (and the stdlib-only kernel) only: `dev.py pay` signs with it before any virtualenv.
 """
 
 import hashlib
@@ -22,6 +24,8 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class InvalidSignature(ApplicationError):
+    """The API answers it 400 `invalid_signature` with the reason as the message."""
+
     code = "invalid_signature"
     status = 400
 

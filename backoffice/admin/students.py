@@ -20,8 +20,8 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from outbox.student_trace import clock, student_trace
-from outbox.student_trace_render import student_trace_text
+from backoffice.student_trace import clock, student_trace
+from backoffice.student_trace_render import student_trace_text
 from purchases import services
 from purchases.errors import UnknownStudent
 

@@ -21,10 +21,10 @@ import redis
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from backoffice.trace import STUCK, DeliveryStep, delivery_steps, duration
 from outbox import readcache
 from outbox.models import Delivery
 from outbox.services import REALTIME_SINK
-from outbox.trace import STUCK, DeliveryStep, delivery_steps, duration
 from realtime import registry
 from realtime.registry import SocketEntry
 from realtime.selectors import stream_position

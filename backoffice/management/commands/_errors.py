@@ -1,4 +1,4 @@
-"""Shared by the purchase commands: an application error becomes one clear CommandError line (exit 1)."""
+"""Shared by the operator commands: a refused request becomes one clear CommandError line (exit 1)."""
 
 import contextlib
 from collections.abc import Iterator
@@ -10,6 +10,7 @@ from kernel.errors import ApplicationError
 
 @contextlib.contextmanager
 def command_errors() -> Iterator[None]:
+    """`<code in words>: <message>` for any ApplicationError (kernel/errors.py)."""
     try:
         yield
     except ApplicationError as exc:

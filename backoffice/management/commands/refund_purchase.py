@@ -9,8 +9,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from backoffice.management.commands._errors import command_errors
 from flows import refunds
-from purchases.management.commands._errors import command_errors
 
 ACTOR = "command:refund_purchase"
 

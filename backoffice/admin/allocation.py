@@ -24,8 +24,8 @@ from allocation.services import (
     trainer_save,
     waitlist_promote,
 )
+from backoffice.admin.outbox import ReadOnlyModelAdmin
 from kernel.timezones import UnknownTimezone, zone
-from outbox.admin import ReadOnlyModelAdmin
 from outbox.services import Cause
 
 

@@ -20,11 +20,11 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from allocation.services import trainer_allocate
+from backoffice.admin.outbox import ReadOnlyModelAdmin, trace_url
+from backoffice.trace import payment_trace
 from flows import moves, refunds
 from kernel.errors import ApplicationError
-from outbox.admin import ReadOnlyModelAdmin, trace_url
 from outbox.services import Cause
-from outbox.trace import payment_trace
 from purchases import selectors, services
 from purchases.models import Course, Payment, ProviderEvent, Purchase
 
@@ -301,7 +301,3 @@ class CourseAdmin(admin.ModelAdmin):
         fields = {name: form.cleaned_data[name] for name in form.fields if name in form.cleaned_data}
         saved = services.course_save(course_id=obj.pk if change else None, fields=fields, actor=admin_actor(request))
         obj.pk = saved.pk
-
-
-# Students: Django's user admin with the token and trace tools (registered on import).
-from purchases import student_admin  # noqa: E402, F401

@@ -1,5 +1,5 @@
 """The outbox in the admin: events, deliveries (dead letters with their errors), the inbox, a retry
-action and the per-payment timeline (`outbox.trace`). Everything here is read-only except the retry
+action and the per-payment timeline (`backoffice.trace`). Everything here is read-only except the retry
 action, which calls `outbox.operations.deliveries_retry` like `manage.py outbox retry`.
 """
 
@@ -19,11 +19,11 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
+from backoffice.trace import payment_trace
 from outbox import operations
 from outbox.models import Delivery, InboxEntry, OutboxEvent
-from outbox.trace import payment_trace
 
-# The contract's event types (DESIGN.md). A fixed list, because listing the distinct types of the
+# The contract's event types (docs/architecture.md). A fixed list, because listing the distinct types of the
 # table would scan the whole history on every page view.
 EVENT_TYPES = ["purchase.created", "trainer.allocated", "allocation.waitlisted", "sessions.generated"]
 EVENT_TYPES += ["purchase.refunded", "sessions.cancelled", "student.resync_requested"]

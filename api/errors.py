@@ -1,10 +1,14 @@
-"""One error shape for every API error: {"error": {"code", "message", "details"}}."""
+"""One error shape for every API error: {"error": {"code", "message", "details"}}.
+
+Every refused request is an `ApplicationError` (kernel/errors.py), whatever layer raised it; the
+exception handler maps it once, generically, to its code, status, message and details.
+"""
 
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, JsonResponse
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -12,15 +16,27 @@ from rest_framework.views import exception_handler
 from kernel.errors import ApplicationError
 
 
-class ApiError(exceptions.APIException):
-    """An API error with a stable snake_case code."""
+class ApiError(ApplicationError):
+    """A refusal only the HTTP layer knows (a body too large, a bad cursor...), with a stable snake_case
+    code; 400 unless `status_code` says otherwise."""
 
     def __init__(self, *, code: str, message: str, status_code: int = 400, details: dict[str, Any] | None = None):
-        super().__init__(detail=message, code=code)
-        self.status_code = status_code
-        self.error_code = code
-        self.message = message
+        super().__init__(message)
         self.details = details or {}
+        # Per raise, not per class as ApplicationError declares them: shadow the class attributes.
+        vars(self).update(code=code, status=status_code)
+
+
+class ErrorDetailSerializer(serializers.Serializer[dict[str, object]]):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.DictField()
+
+
+# `error_body` as the docs (api/docs.py) show it for every error status. (A docstring here would become
+# the schema's description.)
+class ErrorSerializer(serializers.Serializer[dict[str, object]]):
+    error = ErrorDetailSerializer()
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -41,8 +57,6 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         # A refused request, in its own code and status. A 5xx one (OutboxError: a programming error)
         # is a bug: left to the framework's 500 handling, like any other exception.
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
-    if isinstance(exc, ApiError):
-        return Response(error_body(exc.error_code, exc.message, exc.details), status=exc.status_code)
     response = exception_handler(exc, context)
     if response is None:
         return None

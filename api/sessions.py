@@ -6,23 +6,25 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from purchases.api_docs import THROTTLED, UNAUTHENTICATED, error_example, error_responses
+from api.docs import THROTTLED, UNAUTHENTICATED, error_example, error_responses
 from sessions_app import services
 from sessions_app.errors import SessionNotFound
 
 _MAX_ID = 2**63 - 1
 
 
-class RescheduledSessionSerializer(serializers.Serializer[dict[str, object]]):
-    id = serializers.IntegerField()
-    purchase_id = serializers.IntegerField()
-    number = serializers.IntegerField()
-    starts_at = serializers.DateTimeField(help_text="The new start: UTC, ISO 8601 with its offset (+00:00).")
-    ends_at = serializers.DateTimeField(help_text="UTC, ISO 8601 with its offset (+00:00).")
-    status = serializers.CharField()
-
-
 class SessionRescheduleApi(APIView):
+    class OutputSerializer(serializers.Serializer[dict[str, object]]):
+        id = serializers.IntegerField()
+        purchase_id = serializers.IntegerField()
+        number = serializers.IntegerField()
+        starts_at = serializers.DateTimeField(help_text="The new start: UTC, ISO 8601 with its offset (+00:00).")
+        ends_at = serializers.DateTimeField(help_text="UTC, ISO 8601 with its offset (+00:00).")
+        status = serializers.CharField()
+
+        class Meta:
+            ref_name = "RescheduledSession"
+
     @extend_schema(
         operation_id="me_session_reschedule",
         summary="Move one of the student's sessions to the trainer's next free slot",
@@ -48,7 +50,7 @@ class SessionRescheduleApi(APIView):
             ),
         ],
         responses={
-            200: RescheduledSessionSerializer,
+            200: OutputSerializer,
             **error_responses(
                 UNAUTHENTICATED,
                 (

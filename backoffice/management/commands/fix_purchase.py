@@ -13,9 +13,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from backoffice.management.commands._errors import command_errors
 from flows import moves
 from purchases import services
-from purchases.management.commands._errors import command_errors
 from purchases.models import Course
 
 ACTOR = "command:fix_purchase"
