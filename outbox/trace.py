@@ -17,6 +17,7 @@ from uuid import UUID
 from django.db.models import Max
 from django.utils import timezone
 
+from outbox import registry
 from outbox.deliveries import PARKED_UNTIL
 from outbox.models import RELAY_ALIVE_WITHIN, Delivery, OutboxEvent, RelayHeartbeat
 from outbox.services import REALTIME_SINK
@@ -33,13 +34,6 @@ UNCLAIMED_GRACE = timedelta(seconds=5)
 RECENT_DELIVERIES = 500
 MAX_EVENTS = 500
 _SEVERITY = {STUCK: 0, IN_PROGRESS: 1, DELIVERED: 2}
-_OUTCOMES = {
-    "sessions.generated": "the purchase is active, its trainer allocated and its sessions scheduled",
-    "trainer.allocated": "the purchase is active with its trainer",
-    "allocation.waitlisted": "the purchase is waitlisted: no trainer had free capacity (re-run allocation later)",
-    "purchase.refunded": "the purchase is refunded",
-    "sessions.cancelled": "the purchase is refunded and its future sessions cancelled",
-}
 
 
 @dataclass(frozen=True)
@@ -122,7 +116,7 @@ def _verdict(events: list[EventStep]) -> Verdict:
     open_steps = [(e, d) for e in events for d in e.deliveries if d.state != DELIVERED]
     if not open_steps:
         last = events[-1]
-        outcome = _OUTCOMES.get(last.type)
+        outcome = registry.outcome_of(last.type)
         return Verdict(
             DELIVERED,
             f"Everything delivered: the student's cached views were invalidated and their app was pushed all "
