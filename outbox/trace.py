@@ -9,9 +9,10 @@ cause and the operator's next step. Extra queries run only for open deliveries a
 indexes on open deliveries, never a scan of the delivered history.
 """
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from django.db.models import Max
@@ -52,6 +53,10 @@ class DeliveryStep:
     note: str  # this delivery's state in plain words (with its cause and next step if open)
 
 
+# A step's fields are its delivery's columns of the same name, but for what the trace works out.
+_DELIVERY_COLUMNS = tuple(f.name for f in fields(DeliveryStep) if f.name not in {"state", "note"})
+
+
 @dataclass(frozen=True)
 class EventStep:
     id: UUID
@@ -77,6 +82,32 @@ class Trace:
     events: list[EventStep]
     verdict: Verdict
     at: datetime
+
+
+def trace_json(trace: Trace) -> dict[str, Any]:
+    """The trace as `trace --json` prints it: the steps' and the verdict's fields (datetimes in ISO 8601,
+    ids as strings), but for an event's `caused_by` and a delivery's `created_at` and `claimed_at`."""
+    return {
+        "payment_id": trace.payment_id,
+        "verdict": _as_json(trace.verdict),
+        "events": [
+            {
+                **_as_json(e, leave_out={"caused_by", "deliveries"}),
+                "deliveries": [_as_json(d, leave_out={"created_at", "claimed_at"}) for d in e.deliveries],
+            }
+            for e in trace.events
+        ],
+    }
+
+
+def _as_json(step: EventStep | DeliveryStep | Verdict, *, leave_out: Collection[str] = ()) -> dict[str, Any]:
+    return {f.name: _json_value(getattr(step, f.name)) for f in fields(step) if f.name not in leave_out}
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value) if isinstance(value, UUID) else value
 
 
 def payment_trace(*, payment_id: str, now: datetime | None = None) -> Trace | None:
@@ -179,20 +210,7 @@ def delivery_steps(deliveries: list[Delivery], *, now: datetime) -> list[Deliver
 
 def _step(event: OutboxEvent, d: Delivery, context: _Context) -> DeliveryStep:
     state, note = _explain(event, d, context)
-    return DeliveryStep(
-        id=d.pk,
-        sink=d.sink,
-        status=d.status,
-        attempts=d.attempts,
-        last_error=d.last_error,
-        created_at=d.created_at,
-        available_at=d.available_at,
-        claimed_by=d.claimed_by,
-        claimed_at=d.claimed_at,
-        done_at=d.done_at,
-        state=state,
-        note=note,
-    )
+    return DeliveryStep(**{name: getattr(d, name) for name in _DELIVERY_COLUMNS}, state=state, note=note)
 
 
 def _explain(event: OutboxEvent, d: Delivery, context: _Context) -> tuple[State, str]:
