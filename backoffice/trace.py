@@ -9,14 +9,16 @@ cause and the operator's next step. Extra queries run only for open deliveries a
 indexes on open deliveries, never a scan of the delivered history.
 """
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from django.db.models import Max
 from django.utils import timezone
 
+from outbox import registry
 from outbox.deliveries import PARKED_UNTIL
 from outbox.models import RELAY_ALIVE_WITHIN, Delivery, OutboxEvent, RelayHeartbeat
 from outbox.services import REALTIME_SINK
@@ -33,13 +35,6 @@ UNCLAIMED_GRACE = timedelta(seconds=5)
 RECENT_DELIVERIES = 500
 MAX_EVENTS = 500
 _SEVERITY = {STUCK: 0, IN_PROGRESS: 1, DELIVERED: 2}
-_OUTCOMES = {
-    "sessions.generated": "the purchase is active, its trainer allocated and its sessions scheduled",
-    "trainer.allocated": "the purchase is active with its trainer",
-    "allocation.waitlisted": "the purchase is waitlisted: no trainer had free capacity (re-run allocation later)",
-    "purchase.refunded": "the purchase is refunded",
-    "sessions.cancelled": "the purchase is refunded and its future sessions cancelled",
-}
 
 
 @dataclass(frozen=True)
@@ -56,6 +51,10 @@ class DeliveryStep:
     done_at: datetime | None
     state: State
     note: str  # this delivery's state in plain words (with its cause and next step if open)
+
+
+# A step's fields are its delivery's columns of the same name, but for what the trace works out.
+_DELIVERY_COLUMNS = tuple(f.name for f in fields(DeliveryStep) if f.name not in {"state", "note"})
 
 
 @dataclass(frozen=True)
@@ -83,6 +82,32 @@ class Trace:
     events: list[EventStep]
     verdict: Verdict
     at: datetime
+
+
+def trace_json(trace: Trace) -> dict[str, Any]:
+    """The trace as `trace --json` prints it: the steps' and the verdict's fields (datetimes in ISO 8601,
+    ids as strings), but for an event's `caused_by` and a delivery's `created_at` and `claimed_at`."""
+    return {
+        "payment_id": trace.payment_id,
+        "verdict": _as_json(trace.verdict),
+        "events": [
+            {
+                **_as_json(e, leave_out={"caused_by", "deliveries"}),
+                "deliveries": [_as_json(d, leave_out={"created_at", "claimed_at"}) for d in e.deliveries],
+            }
+            for e in trace.events
+        ],
+    }
+
+
+def _as_json(step: EventStep | DeliveryStep | Verdict, *, leave_out: Collection[str] = ()) -> dict[str, Any]:
+    return {f.name: _json_value(getattr(step, f.name)) for f in fields(step) if f.name not in leave_out}
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value) if isinstance(value, UUID) else value
 
 
 def payment_trace(*, payment_id: str, now: datetime | None = None) -> Trace | None:
@@ -122,7 +147,7 @@ def _verdict(events: list[EventStep]) -> Verdict:
     open_steps = [(e, d) for e in events for d in e.deliveries if d.state != DELIVERED]
     if not open_steps:
         last = events[-1]
-        outcome = _OUTCOMES.get(last.type)
+        outcome = registry.outcome_of(last.type)
         return Verdict(
             DELIVERED,
             f"Everything delivered: the student's cached views were invalidated and their app was pushed all "
@@ -185,20 +210,7 @@ def delivery_steps(deliveries: list[Delivery], *, now: datetime) -> list[Deliver
 
 def _step(event: OutboxEvent, d: Delivery, context: _Context) -> DeliveryStep:
     state, note = _explain(event, d, context)
-    return DeliveryStep(
-        id=d.pk,
-        sink=d.sink,
-        status=d.status,
-        attempts=d.attempts,
-        last_error=d.last_error,
-        created_at=d.created_at,
-        available_at=d.available_at,
-        claimed_by=d.claimed_by,
-        claimed_at=d.claimed_at,
-        done_at=d.done_at,
-        state=state,
-        note=note,
-    )
+    return DeliveryStep(**{name: getattr(d, name) for name in _DELIVERY_COLUMNS}, state=state, note=note)
 
 
 def _explain(event: OutboxEvent, d: Delivery, context: _Context) -> tuple[State, str]:

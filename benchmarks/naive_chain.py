@@ -37,10 +37,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from allocation import services as allocation
-from config.celery import app
 from kernel.push import student_group
 from outbox import readcache
 from outbox import services as outbox
+from outbox.celery_app import app
 from outbox.services import Cause
 from purchases.models import Purchase
 from sessions_app import services as sessions

@@ -152,7 +152,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_timeout": 5, "socket_connect_timeout"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", False)
 # Celery's Django fixup closes the whole connection pool before and after every task in a prefork
 # worker, so each task paid for a new PostgreSQL backend (at 50 purchases/s, about a sixth of the
-# machine's CPU). With this it does so only every 2N tasks; between tasks config/celery.py hands
+# machine's CPU). With this it does so only every 2N tasks; between tasks outbox/celery_app.py hands
 # the connection back to the pool instead.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", 1000, validate=_POSITIVE)
 

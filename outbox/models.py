@@ -147,7 +147,7 @@ class InboxEntry(models.Model):
         return f"{self.handler} applied {self.event_id}"
 
 
-# A running relay beats every few seconds (`outbox.relay`); a beat older than this means it is gone.
+# A running relay beats every few seconds (`outbox.relay.heartbeat`); a beat older than this means it is gone.
 # The one definition behind /healthz, `outbox status` (and its verdict) and `trace`.
 RELAY_ALIVE_WITHIN = timedelta(seconds=30)
 

@@ -1,8 +1,10 @@
-"""Which handlers subscribe to which event types.
+"""Which event types the domain apps emit, and which handlers subscribe to them.
 
-Domain apps register their reactions in `<app>/handlers.py` (imported from their AppConfig.ready),
-so `emit()` knows at write time which deliveries an event needs. A handler's name is also its sink
-name and its inbox key, so renaming a handler re-delivers history to it: don't.
+Domain apps declare their event types (`declare_event_type`, from their AppConfig.ready), so the
+outbox's admin and `trace` know them without importing the apps, and register their reactions in
+`<app>/handlers.py` (imported from their AppConfig.ready), so `emit()` knows at write time which
+deliveries an event needs. A handler's name is also its sink name and its inbox key, so renaming a
+handler re-delivers history to it: don't.
 """
 
 from collections.abc import Callable
@@ -22,7 +24,34 @@ class Handler:
     func: HandlerFunc
 
 
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    # What a payment's chain that ends with this event means, for `trace`'s verdict ("" for nothing).
+    outcome: str = ""
+
+
 _by_name: dict[str, Handler] = {}
+_event_types: dict[str, EventType] = {}
+
+
+def declare_event_type(name: str, *, outcome: str = "") -> None:
+    """Declare that an app emits events of type `name` (idempotent for the same declaration)."""
+    existing = _event_types.get(name)
+    if existing is not None and existing.outcome != outcome:
+        raise ValueError(f"event type {name!r} is already declared with another outcome")
+    _event_types[name] = EventType(name=name, outcome=outcome)
+
+
+def event_types() -> list[EventType]:
+    """The declared event types, in declaration order."""
+    return list(_event_types.values())
+
+
+def outcome_of(event_type: str) -> str:
+    """What a chain that ends with `event_type` means ("" if undeclared or nothing to say)."""
+    declared = _event_types.get(event_type)
+    return declared.outcome if declared is not None else ""
 
 
 def handles(event_type: str, *, name: str) -> Callable[[HandlerFunc], HandlerFunc]:

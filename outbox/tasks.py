@@ -1,7 +1,7 @@
 """Celery entry points. Thin: the work is in `outbox.runner`."""
 
-from config.celery import app
 from outbox import runner
+from outbox.celery_app import app
 
 
 @app.task(name="outbox.run_handler_batch", ignore_result=True)

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def eager_celery() -> Iterator[None]:
     """Run handler tasks inline, inside the relay's step (for in-process relay tests)."""
-    from config.celery import app as celery_app
+    from outbox.celery_app import app as celery_app
 
     celery_app.conf.task_always_eager = True
     yield

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN_APPS = ["purchases", "allocation", "sessions_app", "flows"]
-FORBIDDEN = ("django.core.cache", "channels", "channels_redis", "redis", "celery", "config.celery")
+FORBIDDEN = ("django.core.cache", "channels", "channels_redis", "redis", "celery", "config.celery", "outbox.celery_app")
 
 
 def imported_modules(path: Path) -> list[str]:

@@ -10,8 +10,8 @@ from playwright.sync_api import Page, WebSocketRoute, expect
 from rest_framework.authtoken.models import Token
 
 from allocation.models import Trainer
-from config.celery import app as celery_app
 from flows.refunds import purchase_refund
+from outbox.celery_app import app as celery_app
 from outbox.relay import Relay
 from purchases.models import Course
 from tests.browser import chromium

@@ -169,11 +169,11 @@ def test_event_ids_are_uuid7_ordered_by_time(student: Any, course: Course, monke
 def test_a_slow_batch_is_logged_with_where_its_time_went(
     student: Any, course: Course, trainer: Trainer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from outbox import relay
+    from outbox.relay import slow_batches
 
     buy(student, course, "pay_1")
-    monkeypatch.setattr(relay, "SLOW_BATCH_SECONDS", 0.0)
-    monkeypatch.setattr(relay, "SLOW_BATCH_PER_DELIVERY", 0.0)
+    monkeypatch.setattr(slow_batches, "SLOW_BATCH_SECONDS", 0.0)
+    monkeypatch.setattr(slow_batches, "SLOW_BATCH_PER_DELIVERY", 0.0)
     relay_ = Relay()
     with caplog.at_level("WARNING", logger="outbox.relay"):
         assert relay_.step() == 2
@@ -190,14 +190,14 @@ def test_relays_are_woken_at_commit_by_emit_and_by_the_runner(student: Any, cour
     next delivery is claimable then): without either, a relay would only find the work at its next poll."""
     import psycopg
 
-    from outbox.relay import _conninfo
+    from outbox.relay.listen import conninfo
     from outbox.runner import run_handler_batch
     from outbox.services import NOTIFY_CHANNEL
 
     def wakes(listener: psycopg.Connection[Any]) -> int:
         return sum(1 for _ in listener.notifies(timeout=0.5, stop_after=1))
 
-    with psycopg.connect(**_conninfo(), autocommit=True) as listener:
+    with psycopg.connect(**conninfo(), autocommit=True) as listener:
         listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
         buy(student, course, "pay_wake")
         assert wakes(listener) == 1  # purchase.created committed

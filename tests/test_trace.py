@@ -173,6 +173,16 @@ def test_json_output_and_unknown_payments(student: Any, course: Course, trainer:
     assert data["verdict"]["state"] == "delivered"
     assert [e["type"] for e in data["events"]] == ["purchase.created", "trainer.allocated", "sessions.generated"]
     assert {d["status"] for e in data["events"] for d in e["deliveries"]} == {"done"}
+    # The fields and their order are the command's output (outbox.trace.trace_json).
+    assert list(data) == ["payment_id", "verdict", "events", "provider_events"]
+    assert list(data["verdict"]) == ["state", "message"]
+    assert list(data["events"][0]) == [
+        "id", "seq", "type", "actor", "student_id", "causation_id", "created_at", "deliveries"
+    ]  # fmt: skip
+    assert list(data["events"][0]["deliveries"][0]) == [
+        "id", "sink", "status", "attempts", "last_error", "available_at", "claimed_by", "done_at", "state", "note"
+    ]  # fmt: skip
+    assert isinstance(data["events"][0]["id"], str) and data["events"][1]["causation_id"] == data["events"][0]["id"]
     with pytest.raises(CommandError, match="no events for payment 'pay_nope': unknown payment id"):
         trace("pay_nope")
     assert payment_trace(payment_id="pay_nope") is None

@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from backoffice.student_trace import student_trace
 from backoffice.student_trace_render import student_trace_json, student_trace_text
-from backoffice.trace import DELIVERED, IN_PROGRESS, STUCK, Trace, payment_trace
+from backoffice.trace import DELIVERED, IN_PROGRESS, STUCK, Trace, payment_trace, trace_json
 from outbox.models import Delivery
 from outbox.payment_records import PaymentRecord, records_of
 
@@ -79,40 +79,6 @@ def records_text(records: list[PaymentRecord]) -> str:
     for record in records:
         lines += [f"  {record.summary}", f"    body: {record.body}"]
     return "\n".join(lines)
-
-
-def trace_json(trace: Trace) -> dict[str, Any]:
-    return {
-        "payment_id": trace.payment_id,
-        "verdict": {"state": trace.verdict.state, "message": trace.verdict.message},
-        "events": [
-            {
-                "id": str(e.id),
-                "seq": e.seq,
-                "type": e.type,
-                "actor": e.actor,
-                "student_id": e.student_id,
-                "causation_id": str(e.causation_id) if e.causation_id else None,
-                "created_at": e.created_at.isoformat(),
-                "deliveries": [
-                    {
-                        "id": d.id,
-                        "sink": d.sink,
-                        "status": d.status,
-                        "attempts": d.attempts,
-                        "last_error": d.last_error,
-                        "available_at": d.available_at.isoformat(),
-                        "claimed_by": d.claimed_by,
-                        "done_at": d.done_at.isoformat() if d.done_at else None,
-                        "state": d.state,
-                        "note": d.note,
-                    }
-                    for d in e.deliveries
-                ],
-            }
-            for e in trace.events
-        ],
-    }
 
 
 def _clock(moment: datetime) -> str:

@@ -1,0 +1,26 @@
+"""The Celery app. Only the outbox uses it: the relay enqueues and the worker runs `outbox.tasks`.
+
+The worker loads it through config/celery.py (`celery -A config worker`), which names the settings
+first: Celery installs its Django fixup (django.setup(), CELERY_DB_REUSE_MAX) when the app is built,
+and only if DJANGO_SETTINGS_MODULE is set by then. Django processes (web, relay, tests) set it before.
+"""
+
+from celery import Celery
+from celery.signals import task_postrun, task_prerun
+from django.db import close_old_connections
+
+app = Celery("coursechain")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["outbox"])
+
+
+@task_prerun.connect
+@task_postrun.connect
+def _release_db_connections(**kwargs: object) -> None:
+    """Between tasks, hand the database connection back to the pool (or drop it if it broke), as Django
+    does between requests. The pool's health check replaces a dead one at the next checkout.
+
+    This replaces Celery's own handling (see CELERY_DB_REUSE_MAX), which in a prefork worker closes the
+    whole pool around every task: a new PostgreSQL backend per task.
+    """
+    close_old_connections()

@@ -1,0 +1,126 @@
+"""The contract of outbox/relay/channels_redis_batch.py with the pinned channels-redis.
+
+The batched push repeats channels-redis' `group_send` and calls its private helpers. These tests fail
+when an upgrade changes what it relies on: the version list, the private names and their signatures,
+the Lua script, and the behaviour on real Redis (a message the batch sends reaches every channel in
+the group, in order, as `group_send`'s does). On an unchecked version the relay falls back to the
+public `group_send`.
+"""
+
+import asyncio
+import inspect
+import re
+from importlib import metadata
+from typing import Any
+
+import pytest
+from channels_redis.core import RedisChannelLayer
+from django.conf import settings
+
+from outbox.relay import channels_redis_batch, push
+from outbox.relay.channels_redis_batch import CHECKED_VERSIONS, GROUP_SEND_LUA, group_send_batch, supports
+
+
+def layer(shards: int = 1) -> RedisChannelLayer:
+    # The same Redis twice is still two shards to channels-redis: two pools, groups hashed across them.
+    return RedisChannelLayer(hosts=[settings.REDIS_URL] * shards)
+
+
+def test_the_pinned_channels_redis_is_a_checked_version() -> None:
+    """A lock upgrade of channels-redis must come with a read of its group_send (see CHECKED_VERSIONS)."""
+    assert metadata.version("channels-redis") in CHECKED_VERSIONS
+    assert supports(layer())
+
+
+@pytest.mark.parametrize(
+    ("name", "parameters"),
+    [
+        ("_group_key", ["self", "group"]),
+        ("_map_channel_keys_to_connection", ["self", "channel_names", "message"]),
+        ("consistent_hash", ["self", "value"]),
+        ("connection", ["self", "index"]),
+        ("require_valid_group_name", ["self", "name"]),
+        ("group_send", ["self", "group", "message"]),
+    ],
+)
+def test_the_internals_it_calls_exist_with_their_signatures(name: str, parameters: list[str]) -> None:
+    assert list(inspect.signature(getattr(RedisChannelLayer, name)).parameters) == parameters
+
+
+def test_the_internals_return_what_it_expects() -> None:
+    redis_layer = layer(shards=2)
+    assert isinstance(redis_layer.group_expiry, int) and isinstance(redis_layer.expiry, int | float)
+    assert redis_layer._group_key("student.1") == f"{redis_layer.prefix}:group:student.1".encode()
+    to_keys, key_message, key_capacity = redis_layer._map_channel_keys_to_connection(
+        ["specific.abc!one", "specific.abc!two", "specific.def!x"], {"type": "t"}
+    )
+    keys = [k for ks in to_keys.values() for k in ks]
+    assert set(to_keys) <= {0, 1} and len(keys) == len(set(keys)) == 2  # one key per server process
+    assert set(key_message) == set(key_capacity) == set(keys)
+    assert all(isinstance(key_message[k], bytes) and isinstance(key_capacity[k], int) for k in keys)
+
+
+def test_its_lua_script_is_group_sends() -> None:
+    source = inspect.getsource(RedisChannelLayer.group_send)
+    found = re.search(r'group_send_lua = """(.*?)"""', source, re.DOTALL)
+    assert found is not None
+
+    def words(script: str) -> list[str]:
+        return script.split()
+
+    assert words(found.group(1)) == words(GROUP_SEND_LUA)
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_batched_message_reaches_every_channel_in_its_group_in_order(shards: int) -> None:
+    async def scenario() -> None:
+        redis_layer = layer(shards)
+        try:
+            a1, a2, b1, other = [await redis_layer.new_channel() for _ in range(4)]
+            for group, channel in (("g.a", a1), ("g.a", a2), ("g.b", b1)):
+                await redis_layer.group_add(group, channel)
+            await group_send_batch(
+                redis_layer,
+                [
+                    ("g.a", {"type": "push", "n": 1}),
+                    ("g.b", {"type": "push", "n": 2}),
+                    ("g.empty", {"type": "push", "n": 3}),
+                    ("g.a", {"type": "push", "n": 4}),
+                ],
+            )
+            await group_send_batch(redis_layer, [("g.a", {"type": "push", "n": 5})])
+            for channel, expected in ((a1, [1, 4, 5]), (a2, [1, 4, 5]), (b1, [2])):
+                received = [await asyncio.wait_for(redis_layer.receive(channel), 5) for _ in expected]
+                assert [m["n"] for m in received] == expected
+                assert all(m["type"] == "push" for m in received)
+            for channel in (a1, b1, other):
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(redis_layer.receive(channel), 0.3)
+        finally:
+            await redis_layer.flush()
+
+    asyncio.run(scenario())
+
+
+def test_an_unchecked_version_falls_back_to_the_public_group_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(channels_redis_batch, "CHECKED_VERSIONS", frozenset({"0.0.0"}))
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    class Recording(RedisChannelLayer):
+        async def group_send(self, group: str, message: dict[str, Any]) -> None:
+            sent.append((group, message))
+            await super().group_send(group, message)
+
+    async def scenario() -> None:
+        redis_layer = Recording(hosts=[settings.REDIS_URL])
+        try:
+            assert not supports(redis_layer)
+            channel = await redis_layer.new_channel()
+            await redis_layer.group_add("g.a", channel)
+            await push.group_send_many(redis_layer, [("g.a", {"type": "push", "n": 1}), ("g.b", {"type": "x"})])
+            assert (await asyncio.wait_for(redis_layer.receive(channel), 5))["n"] == 1
+        finally:
+            await redis_layer.flush()
+
+    asyncio.run(scenario())
+    assert [g for g, _ in sent] == ["g.a", "g.b"]
