@@ -78,7 +78,7 @@ class SessionRescheduleApi(APIView):
     def post(self, request: Request, session_id: int) -> Response:
         assert request.user is not None and request.user.pk is not None
         # Refusals (SessionNotFound 404, NoFreeSlot / SessionNotReschedulable 409) are ApplicationErrors:
-        # config/errors.py maps them.
+        # api/errors.py maps them.
         if session_id > _MAX_ID:
             raise SessionNotFound(f"no session {session_id}", session_id=session_id)
         session = services.session_reschedule(

@@ -2,7 +2,7 @@
 
 - `/livez`: the process answers (no dependency is asked): restart it only when this fails.
 - `/readyz`: this process can do its job now, judged by what it needs: `web` (the webhook, the API,
-  the admin) needs PostgreSQL only (the webhook touches nothing else, DESIGN invariant 6); `ws` (the
+  the admin) needs PostgreSQL only (the webhook touches nothing else, invariant 6 in docs/architecture.md); `ws` (the
   sockets) needs PostgreSQL and Redis (the channel layer). 503 takes it out of the load balancer.
 - `/healthz`: readiness plus the whole delivery path in the body: Redis and the relay's heartbeat
   (`outbox status --check` alerts on them). A dead relay delays delivery but loses nothing, so it

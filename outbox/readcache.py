@@ -3,7 +3,7 @@
 A student's views share one hash: `floor` (the highest seq the relay has invalidated for) and, per
 view, `<view>:seq` + `<view>:body`. A cached view is served only if its seq >= floor. A fill is refused
 if its seq is below the floor or below the view already cached, so a read that started before an
-event's COMMIT can never put its older view back after the relay's invalidation (DESIGN invariant 5).
+event's COMMIT can never put its older view back after the relay's invalidation (invariant 5 in docs/architecture.md).
 
 Only the relay calls `invalidate_students`; readers call `fetch`. The TTL is a safety net.
 """

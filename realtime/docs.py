@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET
 
 from realtime.consumers import BAD_REQUEST, GONE, UNAUTHORIZED
 
-TOO_MANY_SOCKETS = 4429  # beyond REALTIME_MAX_SOCKETS_PER_STUDENT open sockets (see DESIGN.md)
+TOO_MANY_SOCKETS = 4429  # beyond REALTIME_MAX_SOCKETS_PER_STUDENT open sockets (a close code of the public contract)
 
 
 @require_GET

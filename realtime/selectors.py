@@ -3,7 +3,7 @@
 "Delivered" means the event's realtime delivery is done: the relay has invalidated the student's read
 models for it (and pushed it). The consumer sends an event from the database only once it is
 delivered, so a client that refetches on any message — replayed or live — never reads a view older
-than that message (DESIGN invariant 5). The relay delivers one student's realtime stream strictly in
+than that message (invariant 5 in docs/architecture.md). The relay delivers one student's realtime stream strictly in
 seq order, so the delivered events are always a prefix of the stream: everything below the lowest
 open (pending or in-flight) realtime delivery.
 

@@ -173,7 +173,7 @@ def test_json_output_and_unknown_payments(student: Any, course: Course, trainer:
     assert data["verdict"]["state"] == "delivered"
     assert [e["type"] for e in data["events"]] == ["purchase.created", "trainer.allocated", "sessions.generated"]
     assert {d["status"] for e in data["events"] for d in e["deliveries"]} == {"done"}
-    # The fields and their order are the command's output (outbox.trace.trace_json).
+    # The fields and their order are the command's output (backoffice.trace.trace_json).
     assert list(data) == ["payment_id", "verdict", "events", "provider_events"]
     assert list(data["verdict"]) == ["state", "message"]
     assert list(data["events"][0]) == [

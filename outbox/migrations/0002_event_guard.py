@@ -1,4 +1,4 @@
-"""No state without its event, enforced by PostgreSQL (DESIGN invariant 1).
+"""No state without its event, enforced by PostgreSQL (invariant 1 in docs/architecture.md).
 
 `outbox_outboxevent.tx_id` records the writing transaction. Domain tables get a deferred constraint
 trigger calling `outbox_require_purchase_event(<purchase id column>)`: at COMMIT, every changed row
