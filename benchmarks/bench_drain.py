@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.harness import BenchError, Context, Result, flush_redis, log, wait_for
-from benchmarks.listener import GroupListener
+from realtime.testing import GroupListener
 
 TARGET_ONE_RELAY = 2000.0
 SAMPLE_STUDENTS = 50  # whose groups a listener subscribes to (pushes to them are real deliveries)

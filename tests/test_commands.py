@@ -19,8 +19,8 @@ from django.test import Client
 from outbox.models import OutboxEvent
 from outbox.relay import Relay
 from purchases.models import Course, Purchase
+from realtime.testing import GroupListener
 from tests.conftest import ROOT, available_trainer, process_env, signature, wait_until, webhook_body
-from tests.listeners import GroupListener
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
 

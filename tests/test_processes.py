@@ -13,8 +13,8 @@ from allocation.models import Trainer
 from outbox.models import Delivery, InboxEntry, OutboxEvent
 from purchases.models import Course, Purchase
 from purchases.services import purchase_create
+from realtime.testing import GroupListener
 from tests.conftest import Processes, available_trainer, http, signature, wait_until, webhook_body
-from tests.listeners import GroupListener
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 

@@ -16,8 +16,8 @@ from outbox.deliveries import PARKED_UNTIL
 from outbox.models import Delivery, InboxEntry, OutboxEvent, new_event_id
 from outbox.relay import Relay
 from purchases.models import Course
+from realtime.testing import GroupListener
 from tests.conftest import available_trainer, buy, wait_until
-from tests.listeners import GroupListener
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
 

@@ -16,8 +16,8 @@ from django.db.models import Count, Exists, OuterRef, Q
 from allocation.models import Allocation, Trainer
 from outbox.models import Delivery, InboxEntry, OutboxEvent, StudentStream
 from purchases.models import Purchase
+from realtime.testing import GroupListener
 from tests.conftest import overlapping_sessions, post_webhook, wait_until, webhook_body
-from tests.listeners import GroupListener
 
 # Short leases and backoff so a killed process's work comes round again within a test's budget.
 CHAOS_ENV = {

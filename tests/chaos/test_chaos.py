@@ -16,9 +16,9 @@ from django.db import connection
 
 from outbox import operations
 from outbox.models import Delivery
+from realtime.testing import GroupListener
 from tests.chaos.harness import CHAOS_ENV, Load, check_invariants, kill9, report, wait_drained, wait_pushed
 from tests.conftest import Processes, free_port, wait_until
-from tests.listeners import GroupListener
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes, pytest.mark.chaos]
 
