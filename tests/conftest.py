@@ -29,6 +29,7 @@ from rest_framework.authtoken.models import Token
 
 from allocation.models import Trainer
 from config import commands
+from outbox.testing import handlers_inline
 from purchases.models import Course
 from purchases.webhook import sign
 
@@ -37,12 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def eager_celery() -> Iterator[None]:
-    """Run handler tasks inline, inside the relay's step (for in-process relay tests)."""
-    from config.celery import app as celery_app
-
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = False
+    """Run handler tasks inline, inside the relay's step (for the tests of the relay itself; the
+    others deliver with `outbox.testing.deliver_outbox`)."""
+    with handlers_inline():
+        yield
 
 
 def buy(student: Any, course: Course, payment_id: str = "pay_1", *, actor: str = "test") -> Any:

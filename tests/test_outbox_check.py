@@ -20,7 +20,7 @@ from purchases.models import Course
 from tests.conftest import ROOT, buy, process_env
 from tests.test_commands_outbox import dead_letter
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def status(*args: str) -> tuple[int, str]:
