@@ -22,7 +22,8 @@ from outbox.models import Delivery, OutboxEvent
 from outbox.testing import deliver_outbox, deliver_pending
 from purchases.errors import UnknownStudent
 from purchases.models import Course, Purchase
-from tests.conftest import availability_form, available_trainer, buy
+from tests.support.purchases import buy
+from tests.support.trainers import availability_form, available_trainer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ADD_URL = "/admin/purchases/purchase/add/"

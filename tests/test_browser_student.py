@@ -14,8 +14,10 @@ from outbox.relay import Relay
 from outbox.testing import deliver_outbox, deliver_pending
 from purchases.models import Course
 from purchases.services import purchase_refund
-from tests.browser import chromium
-from tests.conftest import Processes, available_trainer, buy
+from tests.support.browser import chromium
+from tests.support.processes import Processes
+from tests.support.purchases import buy
+from tests.support.trainers import available_trainer
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 SOCKET = re.compile(r".*/ws/events/.*")

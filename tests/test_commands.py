@@ -16,11 +16,15 @@ from django.core.management import CommandError, call_command
 from django.http import HttpRequest
 from django.test import Client
 
+from config.processes import ROOT
 from outbox.models import OutboxEvent
 from outbox.testing import deliver_pending
 from purchases.models import Course, Purchase
 from realtime.testing import GroupListener
-from tests.conftest import ROOT, available_trainer, process_env, signature, wait_until, webhook_body
+from tests.support.processes import process_env
+from tests.support.trainers import available_trainer
+from tests.support.waiting import wait_until
+from tests.support.webhooks import signature, webhook_body
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

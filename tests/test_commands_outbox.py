@@ -18,7 +18,7 @@ from outbox import operations
 from outbox.models import Delivery, InboxEntry, OutboxEvent
 from outbox.testing import deliver_pending
 from purchases.models import Course
-from tests.conftest import buy
+from tests.support.purchases import buy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

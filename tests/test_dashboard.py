@@ -12,7 +12,7 @@ from outbox import readcache
 from outbox.testing import deliver_pending
 from purchases.models import Course
 from purchases.selectors import DASHBOARD_VIEW, dashboard_build
-from tests.conftest import buy
+from tests.support.purchases import buy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/api/v1/me/dashboard"

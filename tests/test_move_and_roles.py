@@ -16,7 +16,8 @@ from outbox.models import OutboxEvent
 from outbox.testing import deliver_outbox, deliver_pending
 from purchases.models import Course, Purchase
 from sessions_app.models import TrainingSession
-from tests.conftest import buy, signature, webhook_body
+from tests.support.purchases import buy
+from tests.support.webhooks import signature, webhook_body
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

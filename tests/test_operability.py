@@ -9,11 +9,11 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
+from config.processes import free_port
 from outbox.models import Delivery, RelayHeartbeat
 from outbox.testing import deliver_pending
 from purchases.models import Course
 from purchases.services import purchase_create
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,7 +12,7 @@ from outbox.models import Delivery, OutboxEvent
 from outbox.services import Cause, emit
 from outbox.testing import OutboxNotSettled, capture_events, deliver_outbox
 from purchases.models import Course
-from tests.conftest import buy
+from tests.support.purchases import buy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

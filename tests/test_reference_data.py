@@ -11,7 +11,7 @@ from outbox.models import OutboxEvent
 from outbox.testing import deliver_outbox, deliver_pending
 from purchases.models import Course
 from purchases.services import course_save
-from tests.conftest import buy
+from tests.support.purchases import buy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,7 +11,8 @@ from purchases.errors import UnknownPayment
 from purchases.models import Course
 from purchases.services import purchase_refund
 from sessions_app.models import TrainingSession
-from tests.conftest import available_trainer, buy
+from tests.support.purchases import buy
+from tests.support.trainers import available_trainer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -17,7 +17,8 @@ from purchases.models import Course, Purchase
 from purchases.services import purchase_refund
 from sessions_app.models import TrainingSession
 from sessions_app.services import sessions_generate
-from tests.conftest import available_trainer, buy
+from tests.support.purchases import buy
+from tests.support.trainers import available_trainer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MONDAY_10 = [(0, time(10), time(11))]  # one one-hour slot a week

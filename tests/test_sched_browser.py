@@ -12,8 +12,10 @@ from playwright.sync_api import expect
 from outbox.testing import deliver_pending
 from purchases.models import Course
 from purchases.services import student_profile_update
-from tests.browser import chromium
-from tests.conftest import Processes, available_trainer, http
+from tests.support.browser import chromium
+from tests.support.processes import Processes
+from tests.support.trainers import available_trainer
+from tests.support.webhooks import http
 from tests.test_sched_api import scheduled
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]

@@ -11,10 +11,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from allocation.models import Trainer
+from config.processes import ROOT
 from outbox.models import Delivery
 from outbox.testing import deliver_outbox, deliver_pending
 from purchases.models import Course, Purchase
-from tests.conftest import ROOT, buy, wait_until
+from tests.support.purchases import buy
+from tests.support.waiting import wait_until
 
 
 def manage_check(**env: str) -> subprocess.CompletedProcess[str]:

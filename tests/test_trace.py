@@ -17,7 +17,7 @@ from outbox.models import Delivery
 from outbox.testing import deliver_outbox, deliver_pending
 from outbox.trace import payment_trace
 from purchases.models import Course
-from tests.conftest import buy
+from tests.support.purchases import buy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,7 +15,8 @@ from outbox.models import Delivery, RelayHeartbeat
 from outbox.trace import payment_trace
 from purchases.models import Course
 from purchases.services import purchase_refund
-from tests.conftest import Processes, wait_until
+from tests.support.processes import Processes
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 

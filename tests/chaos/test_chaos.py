@@ -14,11 +14,13 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from config.processes import free_port
 from outbox import operations
 from outbox.models import Delivery
 from realtime.testing import GroupListener
 from tests.chaos.harness import CHAOS_ENV, Load, check_invariants, kill9, report, wait_drained, wait_pushed
-from tests.conftest import Processes, free_port, wait_until
+from tests.support.processes import Processes
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes, pytest.mark.chaos]
 
