@@ -44,6 +44,7 @@ class Child:
         self.name = name
         self.log_path = log_path
         self.own_session = own_session
+        self._terminated = False
         self.ready = threading.Event()
         self._marker = ready_marker
         self._pump: threading.Thread | None = None
@@ -106,11 +107,14 @@ class Child:
     def signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             self.popen.send_signal(signum)
+        if signum == signal.SIGTERM:
+            self._terminated = True
 
     def stop(self, grace: float = 10.0, *, on_kill: Callable[[str], None] | None = None) -> None:
         """SIGTERM, wait up to `grace` s, then SIGKILL (its whole process group when it leads one)."""
         if self.alive():
-            self.signal(signal.SIGTERM)
+            if not self._terminated:  # once: a second SIGTERM may cut a graceful shutdown short
+                self.signal(signal.SIGTERM)
             try:
                 self.popen.wait(timeout=grace)
             except subprocess.TimeoutExpired:
@@ -141,12 +145,16 @@ class Supervisor:
         log_dir: Path | None = None,
         cwd: Path = ROOT,
         echo: Callable[[str], None] | None = None,
+        report: Callable[[str], None] | None = None,
         own_session: bool = True,
         grace: float = 10.0,
     ) -> None:
+        """`echo` takes the children's output lines instead of log files in `log_dir`; `report` is
+        told when a child had to be killed."""
         self.log_dir = log_dir
         self.cwd = cwd
         self.echo = echo
+        self.report = report
         self.own_session = own_session
         self.grace = grace
         self.children: list[Child] = []
@@ -169,7 +177,7 @@ class Supervisor:
         return child
 
     def stop(self, child: Child, grace: float | None = None) -> None:
-        child.stop(self.grace if grace is None else grace, on_kill=self.echo)
+        child.stop(self.grace if grace is None else grace, on_kill=self.report)
         if child in self.children:
             self.children.remove(child)
 
