@@ -14,13 +14,11 @@ hash-pinned locks on first use and when a lock changes: `requirements.lock` (wha
 """
 
 import hashlib
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -96,7 +94,7 @@ def pay(argv: list[str]) -> int:
     import argparse
 
     sys.path.insert(0, str(ROOT))
-    from api.payment_signature import sign
+    from config.payment_provider import WEBHOOK_PATH, payment_body, signed_headers
 
     parser = argparse.ArgumentParser(prog="dev.py pay", description="Send a signed demo payment.")
     parser.add_argument("--student", type=int, required=True)
@@ -107,29 +105,17 @@ def pay(argv: list[str]) -> int:
     parser.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('PORT', '8000')}")
     args = parser.parse_args(argv)
     payment_id = args.payment_id or f"pay_demo_{uuid.uuid4().hex[:12]}"
-    now = int(time.time())
-    body = json.dumps(
-        {
-            "id": f"evt_{uuid.uuid4().hex[:12]}",
-            "type": "payment.succeeded",
-            "created": now,
-            "data": {
-                "payment_id": payment_id,
-                "student_id": args.student,
-                "course_id": args.course,
-                "amount": args.amount,
-                "currency": args.currency,
-            },
-        }
-    ).encode()
+    body = payment_body(
+        payment_id=payment_id,
+        student_id=args.student,
+        course_id=args.course,
+        event_id=f"evt_{uuid.uuid4().hex[:12]}",
+        amount=args.amount,
+        currency=args.currency,
+    )
     secret = os.environ.get("PAYMENT_WEBHOOK_SECRET", "whsec_dev_only").split(",")[0]
     request = urllib.request.Request(
-        f"{args.url}/api/v1/payments/webhook",
-        data=body,
-        headers={
-            "Content-Type": "application/json",
-            "Payment-Signature": sign(body=body, secret=secret, timestamp=now),
-        },
+        f"{args.url}{WEBHOOK_PATH}", data=body, headers=signed_headers(body, secret=secret)
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:

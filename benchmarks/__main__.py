@@ -20,7 +20,8 @@ from pathlib import Path
 from types import FrameType
 
 from benchmarks import bench_drain, bench_history, bench_latency, bench_webhook
-from benchmarks.harness import PY, ROOT, SETTINGS, WEBHOOK_SECRET, Context, Postgres, Processes, Result, log
+from benchmarks.harness import PY, SETTINGS, WEBHOOK_SECRET, Context, Postgres, Processes, Result, log
+from config.processes import ROOT
 
 BENCHMARKS: dict[str, Callable[[Context], Result]] = {
     "webhook": bench_webhook.run,

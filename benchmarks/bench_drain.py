@@ -19,8 +19,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.harness import BenchError, Context, Result, flush_redis, log, wait_for
-from benchmarks.listener import GroupListener
+from benchmarks.harness import BenchError, Context, Result, flush_redis, log
+from config.processes import wait_for
+from realtime.testing import GroupListener
 
 TARGET_ONE_RELAY = 2000.0
 SAMPLE_STUDENTS = 50  # whose groups a listener subscribes to (pushes to them are real deliveries)
@@ -111,7 +112,8 @@ def drain_once(ctx: Context, db: str, *, events: int, relays: int, timeout: floa
                 lambda: _waiting_on_lock(ctx, db) >= relays,
                 timeout=60,
                 what="the relays to block on the gate",
-                procs=[*procs, worker],
+                children=[*procs, worker],
+                error=BenchError,
             )
             (released_at,) = gate.execute("SELECT clock_timestamp()").fetchone() or (None,)
         log(f"drain {db}: released {events:,} events to {relays} relay(s)")
@@ -123,7 +125,14 @@ def drain_once(ctx: Context, db: str, *, events: int, relays: int, timeout: floa
                 return row is not None and row[0] == 0
 
             try:
-                wait_for(finished, timeout=timeout, what=f"{db} to drain", procs=[*procs, worker], every=0.2)
+                wait_for(
+                    finished,
+                    timeout=timeout,
+                    what=f"{db} to drain",
+                    children=[*procs, worker],
+                    every=0.2,
+                    error=BenchError,
+                )
             except BenchError as exc:
                 run.problems.append(str(exc).splitlines()[0])
             wall = time.monotonic() - started
@@ -172,7 +181,12 @@ def drain_once(ctx: Context, db: str, *, events: int, relays: int, timeout: floa
             last = floors_expected.get(s, 0)
             wants[s] = list(range(last - _backlog_len(order[s], events, len(student_ids)) + 1, last + 1))
         try:
-            wait_for(lambda: all(len(listener.seqs(s)) >= len(wants[s]) for s in sample), timeout=10, what="pushes")
+            wait_for(
+                lambda: all(len(listener.seqs(s)) >= len(wants[s]) for s in sample),
+                timeout=10,
+                what="pushes",
+                error=BenchError,
+            )
         except BenchError as exc:
             run.problems.append(str(exc))
         for s in sample:

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,8 +24,8 @@ import psycopg
 import redis
 
 from config import commands
+from config.processes import Child, Supervisor, free_port, port_open, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 SETTINGS = "benchmarks.settings"
 WEBHOOK_SECRET = "whsec_bench_only"  # the child processes get it as PAYMENT_WEBHOOK_SECRET
@@ -189,34 +188,6 @@ def flush_redis(url: str) -> None:
 # -- processes ------------------------------------------------------------------------------------
 
 
-class Proc:
-    def __init__(self, name: str, popen: subprocess.Popen[bytes], log_path: Path) -> None:
-        self.name = name
-        self.popen = popen
-        self.log_path = log_path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def output(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.output().splitlines()[-lines:])
-
-    def cpu_seconds(self) -> float:
-        """CPU time (user + system) used so far by every live process in this child's process group
-        (a Celery worker's pool children included; it leads its own group)."""
-        return sum(cpu for (_, pgrp, _), cpu in _proc_cpu().items() if pgrp == self.pid)
-
-
 def _proc_cpu() -> dict[tuple[int, int, str], float]:
     """CPU seconds of every live process in /proc (Linux), by (pid, process group, command name)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -255,7 +226,7 @@ class CpuUsage:
     its time after its last sample is missed."""
 
     def __init__(
-        self, procs: list[Proc], backends: Callable[[], dict[int, str]] | None = None, *, every: float = 1.0
+        self, procs: list[Child], backends: Callable[[], dict[int, str]] | None = None, *, every: float = 1.0
     ) -> None:
         self.procs = procs
         self.backends = backends or dict
@@ -324,18 +295,22 @@ class CpuUsage:
 
 
 class Processes:
-    """Every child process a benchmark starts, each in its own session (so a Ctrl-C at the terminal
-    reaches only the orchestrator, which then stops them in order). `stop_all` sends SIGTERM, waits,
-    then SIGKILLs the child's own process group (a Celery worker's pool children included)."""
+    """Every child process a benchmark starts, on the one supervisor (`config.processes`): each in its own
+    session (so a Ctrl-C at the terminal reaches only the orchestrator, which then stops them in order),
+    logging to `<log_dir>/<name>.log`. `stop_all` sends SIGTERM, waits, then SIGKILLs the child's own
+    process group (a Celery worker's pool children included)."""
 
     def __init__(self, log_dir: Path, base_env: dict[str, str], *, profile: list[str] | None = None) -> None:
         self.log_dir = log_dir
         self.base_env = base_env
-        self.procs: list[Proc] = []
+        self.supervisor = Supervisor(log_dir=log_dir, report=log, grace=15.0)
         # py-spy (BENCH_PYSPY=<path to py-spy>) samples the children whose name starts with one of these.
         self.profile = profile or []
         self.pyspy = os.environ.get("BENCH_PYSPY", "py-spy")
-        log_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def procs(self) -> list[Child]:
+        return self.supervisor.children
 
     def env(self, database_url: str, **extra: str) -> dict[str, str]:
         env = dict(self.base_env)
@@ -343,26 +318,14 @@ class Processes:
         env.update(extra)
         return env
 
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
-        log_path = self.log_dir / f"{name}.log"
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> Child:
         env = {"DB_APPLICATION_NAME": name[:60], **env}  # who is who in pg_stat_activity
-        with open(log_path, "wb") as out:
-            popen = subprocess.Popen(
-                args,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        proc = Proc(name, popen, log_path)
-        self.procs.append(proc)
+        proc = self.supervisor.start(name, args, env)
         if any(name.startswith(p) for p in self.profile):
             self._attach_profiler(proc)
         return proc
 
-    def _attach_profiler(self, proc: Proc) -> None:
+    def _attach_profiler(self, proc: Child) -> None:
         """py-spy records `proc` (and its children) until it exits, as collapsed stacks (see profile.py)."""
         out = self.log_dir.parent / "profiles" / f"{proc.name}.txt"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -371,10 +334,8 @@ class Processes:
         # (the default, --idle, also shows what threads wait on).
         args += ["--subprocesses", "--nonblocking", "-o", str(out)]
         args.append("--gil" if os.environ.get("BENCH_PYSPY_GIL") == "1" else "--idle")
-        with open(self.log_dir / f"pyspy-{proc.name}.log", "wb") as spy_log:
-            popen = subprocess.Popen(args, stdout=spy_log, stderr=subprocess.STDOUT, start_new_session=True)
-        # Registered after its target, so stop_all() stops the target first and py-spy writes its file.
-        self.procs.append(Proc(f"pyspy-{proc.name}", popen, self.log_dir / f"pyspy-{proc.name}.log"))
+        # Started after its target, so stop_all() stops the target first and py-spy writes its file.
+        self.supervisor.start(f"pyspy-{proc.name}", args, os.environ)
         log(f"profiling {proc.name} into {out}")
 
     def run(self, name: str, args: list[str], env: dict[str, str], *, timeout: float) -> str:
@@ -392,27 +353,27 @@ class Processes:
             raise BenchError(f"{name} failed (exit {proc.popen.returncode}):\n{proc.tail()}")
         return proc.output()
 
-    def web(self, name: str, env: dict[str, str], *, workers: int | None = None) -> tuple[Proc, int]:
-        """The Procfile's `web` process (gunicorn, `config.wsgi`, `config/gunicorn.conf.py`); `workers`
+    def web(self, name: str, env: dict[str, str], *, workers: int | None = None) -> tuple[Child, int]:
+        """The Childfile's `web` process (gunicorn, `config.wsgi`, `config/gunicorn.conf.py`); `workers`
         overrides the configured number of processes (WEB_CONCURRENCY)."""
         port = free_port()
         args = commands.web(f"127.0.0.1:{port}", "--log-level", "warning")
         if workers is not None:
             args += ["--workers", str(workers)]
         proc = self.start(name, args, env)
-        wait_for(lambda: _port_open(port), timeout=60, what=f"{name} to listen", procs=[proc])
+        wait_for(lambda: port_open(port), timeout=60, what=f"{name} to listen", children=[proc], error=BenchError)
         return proc, port
 
-    def ws(self, name: str, env: dict[str, str]) -> tuple[Proc, int]:
-        """The Procfile's `ws` process (uvicorn, `config.asgi`; it serves HTTP too)."""
+    def ws(self, name: str, env: dict[str, str]) -> tuple[Child, int]:
+        """The Childfile's `ws` process (uvicorn, `config.asgi`; it serves HTTP too)."""
         port = free_port()
         args = commands.ws("127.0.0.1", port, "--log-level", "warning")
         proc = self.start(name, args, env)
-        wait_for(lambda: _port_open(port), timeout=60, what=f"{name} to listen", procs=[proc])
+        wait_for(lambda: port_open(port), timeout=60, what=f"{name} to listen", children=[proc], error=BenchError)
         return proc, port
 
-    def naive_ws(self, name: str, env: dict[str, str]) -> tuple[Proc, int]:
-        """The `ws` process as the Procfile runs it, serving `benchmarks.asgi` (the product's routes plus
+    def naive_ws(self, name: str, env: dict[str, str]) -> tuple[Child, int]:
+        """The `ws` process as the Childfile runs it, serving `benchmarks.asgi` (the product's routes plus
         the naive chain's socket, `benchmarks.naive_ws`)."""
         port = free_port()
         args = [
@@ -421,49 +382,40 @@ class Processes:
         if BENCH_ASGI not in args:
             raise BenchError(f"config.commands.ws no longer serves {PRODUCT_ASGI}: {args}")
         proc = self.start(name, args, env)
-        wait_for(lambda: _port_open(port), timeout=60, what=f"{name} to listen", procs=[proc])
+        wait_for(lambda: port_open(port), timeout=60, what=f"{name} to listen", children=[proc], error=BenchError)
         return proc, port
 
-    def relay(self, name: str, env: dict[str, str]) -> Proc:
+    def relay(self, name: str, env: dict[str, str]) -> Child:
         return self.start(name, commands.relay(), env)
 
-    def worker(self, name: str, env: dict[str, str], *, concurrency: int | None = 2) -> Proc:
+    def worker(self, name: str, env: dict[str, str], *, concurrency: int | None = 2) -> Child:
         """A Celery worker (prefork); `concurrency=None` leaves Celery's default, one process per core,
-        as the Procfile runs it."""
+        as the Childfile runs it."""
         sizing = [] if concurrency is None else ["--concurrency", str(concurrency)]
         args = commands.worker(*sizing, "--without-heartbeat", "-n", f"{name}@%h")
         return self.start(name, args, env)
 
-    def wait_ready(self, procs: list[Proc], marker: str, *, timeout: float = 60) -> None:
-        wait_for(lambda: all(marker in p.output() for p in procs), timeout=timeout, what=marker, procs=procs)
+    def wait_ready(self, procs: list[Child], marker: str, *, timeout: float = 60) -> None:
+        wait_for(
+            lambda: all(marker in p.output() for p in procs),
+            timeout=timeout,
+            what=marker,
+            children=procs,
+            error=BenchError,
+        )
 
-    def stop(self, proc: Proc, grace: float = 15.0) -> None:
+    def stop(self, proc: Child, grace: float = 15.0) -> None:
         if proc.name.startswith("pyspy-") and proc.alive():
             # py-spy writes its file when its target exits (stopped before it); nudge it if it hangs.
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.popen.wait(timeout=20)
             if proc.alive():
-                proc.popen.send_signal(signal.SIGINT)
-        if proc.alive():
-            with contextlib.suppress(ProcessLookupError):
-                proc.popen.send_signal(signal.SIGTERM)
-            try:
-                proc.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                log(f"{proc.name} did not stop within {grace:.0f} s; killing its process group")
-        # The child leads its own process group: take down anything it left behind (pool children).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.popen.wait(timeout=5)
-        if proc in self.procs:
-            self.procs.remove(proc)
+                proc.signal(signal.SIGINT)
+        self.supervisor.stop(proc, grace)
 
     def stop_all(self) -> None:
-        running = [p for p in self.procs if p.alive()]
-        for proc in [p for p in running if not p.name.startswith("pyspy-")]:  # all at once, in parallel
-            with contextlib.suppress(ProcessLookupError):
-                proc.popen.send_signal(signal.SIGTERM)
+        for proc in [p for p in self.procs if p.alive() and not p.name.startswith("pyspy-")]:
+            proc.signal(signal.SIGTERM)  # all at once, in parallel
         for proc in list(self.procs):
             self.stop(proc)
 
@@ -476,34 +428,6 @@ class Processes:
         finally:
             for proc in [p for p in self.procs if id(p) not in before]:
                 self.stop(proc)
-
-
-def wait_for(
-    predicate: Callable[[], Any], *, timeout: float, what: str, procs: list[Proc] | None = None, every: float = 0.1
-) -> Any:
-    """Poll until `predicate()` is truthy; fail after `timeout` s or as soon as a watched process dies."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        for proc in procs or []:
-            if not proc.alive():
-                raise BenchError(f"{proc.name} exited while waiting for {what}:\n{proc.tail()}")
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 # -- context --------------------------------------------------------------------------------------
@@ -537,7 +461,9 @@ class Context:
             part = {"backlog": {**spec["backlog"], "part": k, "parts": parallel}}
             args = [PY, "-m", "benchmarks.builder", json.dumps(part)]
             builders.append(self.procs.start(f"builder-{db}-{k}", args, self.env(db)))
-        wait_for(lambda: not any(b.alive() for b in builders), timeout=timeout, what="the backlog builders")
+        wait_for(
+            lambda: not any(b.alive() for b in builders), timeout=timeout, what="the backlog builders", error=BenchError
+        )
         for b in builders:
             self.procs.procs.remove(b)
             if b.popen.returncode != 0:

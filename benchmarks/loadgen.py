@@ -6,12 +6,11 @@ server under test. Traffic goes to 127.0.0.1 only.
 
 import asyncio
 import contextlib
-import json
 import time
 from dataclasses import dataclass, field
 
-from api.payment_signature import sign
 from benchmarks.harness import WEBHOOK_SECRET
+from config.payment_provider import payment_body, signed_headers
 
 HOST = "127.0.0.1"
 
@@ -97,24 +96,8 @@ class HttpResponse:
 
 def webhook_request(*, payment_id: str, student_id: int, course_id: int) -> tuple[bytes, dict[str, str]]:
     """A `payment.succeeded` body and its headers, signed as the provider would (valid for 300 s)."""
-    body = json.dumps(
-        {
-            "id": f"evt_{payment_id}",
-            "type": "payment.succeeded",
-            "created": int(time.time()),
-            "data": {
-                "payment_id": payment_id,
-                "student_id": student_id,
-                "course_id": course_id,
-                "amount": "240.00",
-                "currency": "EUR",
-            },
-        }
-    ).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "Payment-Signature": sign(body=body, secret=WEBHOOK_SECRET, timestamp=int(time.time())),
-    }
+    body = payment_body(payment_id=payment_id, student_id=student_id, course_id=course_id)
+    headers = signed_headers(body, secret=WEBHOOK_SECRET)
     return body, headers
 
 

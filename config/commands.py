@@ -1,5 +1,5 @@
 """The Procfile's processes as argument lists, for what starts them locally: `dev.py run`
-(config/stack.py), the process tests (tests/conftest.py) and the benchmarks (benchmarks/harness.py).
+(config/stack.py), the process tests (tests/support/processes.py) and the benchmarks (benchmarks/harness.py).
 
 Each caller appends its own options (ports, worker pool, log level). No Django here: the callers that
 import this never set Django up.

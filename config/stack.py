@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,13 +21,12 @@ import urllib.request
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from types import FrameType
-from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
 from config import browser, commands
 from config.embedded import EmbeddedServices, default_data_dir
+from config.processes import ROOT, Child, Supervisor, port_free
 
-ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 BIN = Path(PY).parent
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -142,44 +140,6 @@ def procfile_commands(port: str, ws_port: str) -> dict[str, list[str]]:
 READY_MARKERS = {"relay": " started", "worker": " ready."}
 
 
-class Child:
-    """A supervised process whose output is echoed with its name in front."""
-
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
-        self.name = name
-        self.ready = threading.Event()
-        self.proc = subprocess.Popen(
-            cmd, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        self._marker = READY_MARKERS.get(name)
-        self._pump = threading.Thread(target=self._echo, args=(self.proc.stdout,), daemon=True)
-        self._pump.start()
-
-    def _echo(self, stream: IO[bytes] | None) -> None:
-        assert stream is not None
-        for raw in iter(stream.readline, b""):
-            line = raw.decode(errors="replace").rstrip()
-            if self._marker and self._marker in line:
-                self.ready.set()
-            say(f"{self.name:<6}| {line}")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def flush_output(self, timeout: float) -> None:
-        self._pump.join(timeout)
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _forget_dead_metrics(env: dict[str, str]) -> None:
     """Drop the multi-process metric files of processes that are gone (prometheus_client's advice).
 
@@ -204,12 +164,15 @@ def run() -> int:
         say(f"WS_PORT must be a number other than PORT, not {ws_port!r}")
         return 2
     for number in (port, ws_port):
-        if not _port_free(int(number)):
+        if not port_free(int(number)):
             say(f"port {number} is in use (another `dev.py run`?); pick others: PORT=8010 python3 dev.py run")
             return 2
     started_at = time.monotonic()
     services = EmbeddedServices(default_data_dir())
-    children: list[Child] = []
+    supervisor = Supervisor(
+        echo=say, report=say, own_session=False
+    )  # in our group: Ctrl-C at the terminal reaches them
+    children = supervisor.children
     try:
         env = _env(services)
         env["PORT"] = port
@@ -227,7 +190,7 @@ def run() -> int:
         for name, cmd in procfile_commands(port, ws_port).items():
             child_env = {**env, "DB_APPLICATION_NAME": env.get("DB_APPLICATION_NAME") or f"coursechain-{name}"}
             with _deferred_stop():
-                children.append(Child(name, cmd, child_env))
+                supervisor.start(name, cmd, child_env, ready_marker=READY_MARKERS.get(name))
         base = f"http://127.0.0.1:{port}"
         _wait_ready([f"{base}/api/schema/", f"http://127.0.0.1:{ws_port}/api/schema/"], children)
         _print_banner(base, port, env["REALTIME_WS_URL"], demo, time.monotonic() - started_at)
@@ -247,9 +210,10 @@ def run() -> int:
         return 1
     finally:
         _ignore_stop_signals()  # a second Ctrl-C must not cut the clean-up short; it is bounded
-        _stop(children)
+        stopped = [c.name for c in children]
+        supervisor.stop_all(grace=10.0)
         services.stop()
-        stopped = [c.name for c in children] + [f"the embedded {name}" for name in services.started]
+        stopped += [f"the embedded {name}" for name in services.started]
         if stopped:
             say(f"stopped {', '.join(stopped)}.")
 
@@ -313,22 +277,6 @@ def _print_banner(base: str, port: str, ws_url: str, demo: dict[str, list[dict[s
         "",
     ]
     say("\n".join(lines))
-
-
-def _stop(children: list[Child], grace: float = 10.0) -> None:
-    for c in children:
-        if c.alive():
-            c.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for c in children:
-        try:
-            c.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            say(f"{c.name} did not stop within {grace:.0f} s; killing it")
-            c.proc.kill()
-            c.proc.wait()
-    for c in children:
-        c.flush_output(timeout=1.0)
 
 
 # -- test -----------------------------------------------------------------------------------------

@@ -20,12 +20,13 @@ from allocation.models import Trainer
 from backoffice.admin import outbox as outbox_admin
 from backoffice.admin.allocation import TrainerForm
 from outbox.models import Delivery, OutboxEvent
-from outbox.relay import Relay
+from outbox.testing import capture_events, deliver_outbox, deliver_pending
 from purchases.errors import UnknownStudent
 from purchases.models import Course, Purchase
-from tests.conftest import availability_form, available_trainer, buy
+from tests.support.purchases import buy
+from tests.support.trainers import availability_form, available_trainer
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
+pytestmark = pytest.mark.django_db(transaction=True)
 ADD_URL = "/admin/purchases/purchase/add/"
 CHANGELIST_URL = "/admin/purchases/purchase/"
 
@@ -110,8 +111,8 @@ def test_a_domain_error_after_validation_creates_nothing_and_says_why(
 
 def test_purchases_and_other_domain_rows_are_read_only(ops: Client, student: Any, course: Course) -> None:
     trainer = available_trainer(name="Ada", capacity=5)
-    purchase = buy(student, course, "pay_ro")
-    Relay().drain()  # allocation and sessions exist now
+    with deliver_outbox():  # allocation and sessions exist now
+        purchase = buy(student, course, "pay_ro")
     change = reverse("admin:purchases_purchase_change", args=[purchase.pk])
     view = ops.get(change)
     assert view.status_code == 200
@@ -133,33 +134,36 @@ def test_purchases_and_other_domain_rows_are_read_only(ops: Client, student: Any
 
 
 def test_rerun_allocation_calls_trainer_allocate_as_the_admin(ops: Client, student: Any, course: Course) -> None:
-    purchase = buy(student, course, "pay_wait")
-    Relay().drain()
+    with deliver_outbox():
+        purchase = buy(student, course, "pay_wait")
     purchase.refresh_from_db()
     assert purchase.status == "waitlisted"  # no trainer yet
     available_trainer(name="Ada", capacity=1)
 
-    response = act(ops, "rerun_allocation", [purchase])
+    with capture_events() as emitted:
+        response = act(ops, "rerun_allocation", [purchase])
     assert response.status_code == 302
     purchase.refresh_from_db()
     assert purchase.status == "active"
-    allocated = OutboxEvent.objects.get(type="trainer.allocated")
-    assert (allocated.actor, allocated.correlation_id) == ("admin:ops", "pay_wait")
-    Relay().drain()  # the follow-up work runs as for any allocation
+    assert [(e.type, e.actor, e.correlation_id) for e in emitted] == [("trainer.allocated", "admin:ops", "pay_wait")]
+    deliver_pending()  # the follow-up work runs as for any allocation
     assert OutboxEvent.objects.filter(type="sessions.generated", correlation_id="pay_wait").exists()
-    act(ops, "rerun_allocation", [purchase])  # active now: skipped, nothing emitted
+    with capture_events() as emitted:
+        act(ops, "rerun_allocation", [purchase])  # active now: skipped, nothing emitted
+    assert emitted == []
     assert OutboxEvent.objects.filter(type="trainer.allocated").count() == 1
 
 
 def test_refund_asks_first_then_calls_purchase_refund(ops: Client, student: Any, course: Course) -> None:
     trainer = available_trainer(name="Ada", capacity=1)
-    purchase = buy(student, course, "pay_refund")
-    Relay().drain()
+    with deliver_outbox():
+        purchase = buy(student, course, "pay_refund")
 
-    confirm = act(ops, "refund", [purchase])
+    with capture_events() as emitted:
+        confirm = act(ops, "refund", [purchase])
     assert confirm.status_code == 200 and "Yes, refund" in confirm.text and "pay_refund" in confirm.text
     purchase.refresh_from_db()
-    assert purchase.status == "active"  # nothing happened yet
+    assert purchase.status == "active" and emitted == []  # nothing happened yet
 
     act(ops, "refund", [purchase], confirm="yes")
     purchase.refresh_from_db()
@@ -167,7 +171,7 @@ def test_refund_asks_first_then_calls_purchase_refund(ops: Client, student: Any,
     assert purchase.status == "refunded" and trainer.active_count == 0
     refunded = OutboxEvent.objects.get(type="purchase.refunded")
     assert (refunded.actor, refunded.correlation_id) == ("admin:ops", "pay_refund")
-    Relay().drain()
+    deliver_pending()
     assert OutboxEvent.objects.filter(type="sessions.cancelled", correlation_id="pay_refund").exists()
 
 
@@ -182,8 +186,8 @@ def test_trainer_capacity_is_editable_but_active_count_is_not(
     ops: Client, student: Any, course: Course, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trainer = available_trainer(name="Ada", capacity=2)
-    buy(student, course, "pay_t")
-    Relay().drain()
+    with deliver_outbox():
+        buy(student, course, "pay_t")
     url = reverse("admin:allocation_trainer_change", args=[trainer.pk])
     assert 'name="active_count"' not in ops.get(url).text
 
@@ -214,8 +218,8 @@ def test_outbox_lists_filter_and_show_dead_letters_with_their_error(
         raise RuntimeError("trainer directory unreachable")
 
     monkeypatch.setattr(services, "trainer_allocate", broken)
-    buy(student, course, "pay_dead")
-    Relay().drain()
+    with deliver_outbox():
+        buy(student, course, "pay_dead")
     dead = Delivery.objects.get(sink="allocation.allocate_trainer")
     Delivery.objects.filter(pk=dead.pk).update(status="dead")
 
@@ -267,8 +271,8 @@ def test_the_retry_action_requeues_and_the_chain_completes(
     available_trainer(name="Ada", capacity=5)
     real = services.trainer_allocate
     monkeypatch.setattr(services, "trainer_allocate", lambda **kw: (_ for _ in ()).throw(RuntimeError("down")))
-    buy(student, course, "pay_retry")
-    Relay().drain()
+    with deliver_outbox():
+        buy(student, course, "pay_retry")
     dead = Delivery.objects.get(sink="allocation.allocate_trainer")
     Delivery.objects.filter(pk=dead.pk).update(status="dead")
     monkeypatch.setattr(services, "trainer_allocate", real)  # the cause is fixed
@@ -282,7 +286,7 @@ def test_the_retry_action_requeues_and_the_chain_completes(
     assert response.status_code == 302 and response["Location"] == "/admin/outbox/outboxevent/"
     dead.refresh_from_db()
     assert (dead.status, dead.attempts) == ("pending", 0)
-    Relay().drain()
+    deliver_pending()
     assert list(OutboxEvent.objects.order_by("seq").values_list("type", flat=True)) == [
         "purchase.created",
         "trainer.allocated",
@@ -297,7 +301,7 @@ def test_the_timeline_page_shows_the_chain_and_verdict(ops: Client, student: Any
     assert reverse("admin:outbox_outboxevent_trace", args=["pay/with/slash"]) in ops.get(CHANGELIST_URL).text
     pending = ops.get(reverse("admin:outbox_outboxevent_trace", args=["pay/with/slash"]))
     assert pending.status_code == 200 and 'data-state="in_progress"' in pending.text
-    Relay().drain()
+    deliver_pending()
     page = ops.get(reverse("admin:outbox_outboxevent_trace", args=["pay/with/slash"]))
     assert page.status_code == 200
     assert 'data-state="delivered"' in page.text and "Everything delivered" in page.text

@@ -14,7 +14,7 @@ from outbox.models import OutboxEvent
 from outbox.services import Cause
 from purchases.models import Course, Purchase
 from purchases.services import purchase_create
-from tests.conftest import available_trainer
+from tests.support.trainers import available_trainer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

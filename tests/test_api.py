@@ -8,7 +8,7 @@ from django.test import Client
 
 from outbox.models import OutboxEvent
 from purchases.models import Course, ProviderEvent, Purchase
-from tests.conftest import signature, webhook_body
+from tests.support.webhooks import signature, webhook_body
 
 pytestmark = pytest.mark.django_db(transaction=True)
 WEBHOOK = "/api/v1/payments/webhook"

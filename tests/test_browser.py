@@ -10,9 +10,9 @@ from playwright.sync_api import Page, expect
 from allocation.models import Trainer
 from purchases.models import Course
 from purchases.services import purchase_create
-from tests.browser import chromium
 from tests.chaos.harness import kill9
-from tests.conftest import Processes
+from tests.support.browser import chromium
+from tests.support.processes import Processes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 

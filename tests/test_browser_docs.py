@@ -7,8 +7,8 @@ from urllib.parse import urljoin, urlsplit
 import pytest
 from playwright.sync_api import Route, expect
 
-from tests.browser import chromium
-from tests.conftest import Processes
+from tests.support.browser import chromium
+from tests.support.processes import Processes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 

@@ -11,13 +11,15 @@ from rest_framework.authtoken.models import Token
 
 from allocation.models import Trainer
 from flows.refunds import purchase_refund
-from outbox.celery_app import app as celery_app
 from outbox.relay import Relay
+from outbox.testing import deliver_outbox, deliver_pending
 from purchases.models import Course
-from tests.browser import chromium
-from tests.conftest import Processes, available_trainer, buy
+from tests.support.browser import chromium
+from tests.support.processes import Processes
+from tests.support.purchases import buy
+from tests.support.trainers import available_trainer
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes, pytest.mark.usefixtures("eager_celery")]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 SOCKET = re.compile(r".*/ws/events/.*")
 
 
@@ -87,12 +89,11 @@ def test_each_status_has_its_own_words(processes: Processes, student: Any, reque
     titles = ["Active course", "Waitlisted course", "Refunded course", "Pending course"]
     courses = {t: Course.objects.create(title=t, price="10.00", currency="EUR", sessions_count=2) for t in titles}
     for n, title in enumerate(titles[:3]):
-        buy(student, courses[title], f"pay_{n}")
-        Relay().drain()
+        with deliver_outbox():
+            buy(student, courses[title], f"pay_{n}")
     purchase_refund(payment_id="pay_2", actor="test")
-    Relay().drain()
+    deliver_pending()
     buy(student, courses["Pending course"], "pay_3")
-    celery_app.conf.task_always_eager = False
     Relay().drain()  # delivered to the page, its handler queued for a worker that never runs: pending
     base = stack(processes, relay=False)
     with chromium(request.node.name) as browser:

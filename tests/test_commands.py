@@ -16,13 +16,17 @@ from django.core.management import CommandError, call_command
 from django.http import HttpRequest
 from django.test import Client
 
+from config.processes import ROOT
 from outbox.models import OutboxEvent
-from outbox.relay import Relay
+from outbox.testing import deliver_pending
 from purchases.models import Course, Purchase
-from tests.conftest import ROOT, available_trainer, process_env, signature, wait_until, webhook_body
-from tests.listeners import GroupListener
+from realtime.testing import GroupListener
+from tests.support.processes import process_env
+from tests.support.trainers import available_trainer
+from tests.support.waiting import wait_until
+from tests.support.webhooks import signature, webhook_body
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def run(*args: Any) -> str:
@@ -80,7 +84,7 @@ def test_admin_fix_purchase_and_webhook_produce_the_same_chain_cache_invalidatio
     assert hooked.status_code == 200
 
     with GroupListener([s.pk for s in students.values()]) as listener:
-        Relay().drain()
+        deliver_pending()
         wait_until(lambda: listener.count() == 3 * 3, what="three pushes per student")
 
     actors = {"admin": "admin:ops", "command": "command:fix_purchase", "webhook": "webhook"}
@@ -158,7 +162,7 @@ def test_resync_student_invalidates_the_cache_and_pushes_through_the_relay(stude
     assert dashboard(api, student)[1] == "hit"  # nothing happens outside the relay
 
     with GroupListener([student.pk]) as listener:
-        Relay().drain()
+        deliver_pending()
         wait_until(lambda: len(listener.events[student.pk]) == 1, what="the resync push")
     (pushed,) = listener.events[student.pk]
     assert (pushed["type"], pushed["seq"], pushed["data"]) == (

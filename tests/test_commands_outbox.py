@@ -16,11 +16,11 @@ from django.utils import timezone
 from allocation.models import Trainer
 from outbox import operations
 from outbox.models import Delivery, InboxEntry, OutboxEvent
-from outbox.relay import Relay
+from outbox.testing import deliver_pending
 from purchases.models import Course
-from tests.conftest import buy
+from tests.support.purchases import buy
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def outbox(*args: str) -> tuple[str, str]:
@@ -43,7 +43,7 @@ def dead_letter(student: Any, course: Course, payment_id: str, monkeypatch: pyte
     monkeypatch.setattr(services, "trainer_allocate", broken)
     buy(student, course, payment_id, actor="t")
     with override_settings(OUTBOX_MAX_ATTEMPTS=1):
-        Relay().drain()
+        deliver_pending()
     return Delivery.objects.get(sink="allocation.allocate_trainer", event__correlation_id=payment_id)
 
 
@@ -93,7 +93,7 @@ def test_retry_requeues_a_dead_delivery_and_the_chain_completes(
     dead.refresh_from_db()
     assert (dead.status, dead.attempts) == ("pending", 0)
     assert dead.available_at <= timezone.now()
-    Relay().drain()
+    deliver_pending()
     assert OutboxEvent.objects.filter(correlation_id="pay_dead").count() == 3
     _, err = outbox("retry", "--id", str(dead.pk))  # done now: nothing to retry
     assert f"not requeued (done or in flight, nothing to retry): {dead.pk}" in err
@@ -150,12 +150,12 @@ def test_purge_deletes_old_delivered_chains_in_batches_and_keeps_open_ones(
     students = [make_student() for _ in range(3)]
     for i, s in enumerate(students):
         buy(s, course, f"pay_old_{i}", actor="t")
-    Relay().drain()
+    deliver_pending()
     dead_letter(make_student(), course, "pay_stuck", monkeypatch)  # an open chain
     old = timezone.now() - timedelta(days=8)
     OutboxEvent.objects.update(created_at=old)
     buy(make_student(), course, "pay_recent")  # delivered below, but young
-    Relay().drain()
+    deliver_pending()
     assert InboxEntry.objects.count() == 3 * 2 + 2  # old chains, recent chain (the failed attempt left none)
 
     out, _ = outbox("purge", "--dry-run", "--batch-size", "2")

@@ -9,12 +9,12 @@ from django.test.utils import CaptureQueriesContext
 
 from allocation.models import Trainer
 from outbox import readcache
-from outbox.relay import Relay
+from outbox.testing import deliver_pending
 from purchases.models import Course
 from purchases.selectors import DASHBOARD_VIEW, dashboard_build
-from tests.conftest import buy
+from tests.support.purchases import buy
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
+pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/api/v1/me/dashboard"
 
 
@@ -45,7 +45,7 @@ def test_reflects_an_event_as_soon_as_the_relay_delivered_it(
     buy(student, course)
     before = client.get(URL, headers=auth(student)).json()
     assert before["seq"] == 1 and before["purchases"][0]["trainer"] is None
-    Relay().drain()
+    deliver_pending()
     after = client.get(URL, headers=auth(student))
     body = after.json()
     assert after["X-Cache"] == "miss"

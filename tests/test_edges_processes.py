@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 
 from config import commands
+from config.processes import free_port
 from purchases.models import Course, Purchase
-from tests.conftest import Processes, free_port, signature, wait_until, webhook_body
+from tests.support.processes import Processes
+from tests.support.waiting import wait_until
+from tests.support.webhooks import signature, webhook_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 

@@ -13,12 +13,13 @@ from django.test import Client
 
 from allocation.models import Trainer
 from outbox.models import OutboxEvent
-from outbox.relay import Relay
+from outbox.testing import deliver_outbox, deliver_pending
 from purchases.models import Course, Purchase
 from sessions_app.models import TrainingSession
-from tests.conftest import buy, signature, webhook_body
+from tests.support.purchases import buy
+from tests.support.webhooks import signature, webhook_body
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def run(*args: Any) -> str:
@@ -30,11 +31,11 @@ def run(*args: Any) -> str:
 def test_refund_purchase_command_refunds_through_the_service_and_is_idempotent(
     student: Any, course: Course, trainer: Trainer
 ) -> None:
-    buy(student, course, "pay_1")
-    Relay().drain()
+    with deliver_outbox():
+        buy(student, course, "pay_1")
     assert "refunded purchase" in run("refund_purchase", "pay_1")
     assert "was already refunded" in run("refund_purchase", "pay_1")
-    Relay().drain()
+    deliver_pending()
     assert Purchase.objects.get().status == "refunded"
     assert OutboxEvent.objects.filter(type="purchase.refunded", actor="command:refund_purchase").count() == 1
     assert not TrainingSession.objects.filter(status="scheduled").exists()
@@ -44,8 +45,8 @@ def test_refund_purchase_command_refunds_through_the_service_and_is_idempotent(
 
 def test_move_to_course_is_one_transaction_and_one_chain(student: Any, course: Course, trainer: Trainer) -> None:
     other = Course.objects.create(title="Mobility", price="120.00", currency="EUR", sessions_count=2)
-    buy(student, course, "pay_1")
-    Relay().drain()
+    with deliver_outbox():
+        buy(student, course, "pay_1")
     out = run("fix_purchase", "pay_1", "--move-to-course", str(other.pk))
     assert f"moved payment 'pay_1' to course {other.pk}" in out
     # Refund and new purchase were written by one transaction (the events' xid, kept for the guard).
@@ -57,7 +58,7 @@ def test_move_to_course_is_one_transaction_and_one_chain(student: Any, course: C
     # The refund cancels the old purchase's future sessions in its own transaction (freeing the slots).
     assert sorted(r[0] for r in rows) == ["purchase.created", "purchase.refunded", "sessions.cancelled"]
     assert len({r[1] for r in rows}) == 1
-    Relay().drain()
+    deliver_pending()
     old, new = Purchase.objects.order_by("id")
     assert (old.status, old.course_id) == ("refunded", course.pk)
     assert (new.status, new.course_id, new.student_id) == ("active", other.pk, student.pk)
@@ -115,8 +116,8 @@ def test_the_admin_moves_and_refuses_staff_through_the_same_services(
     ops = Client()
     ops.login(request=HttpRequest(), username="ops", password="secret")  # axes needs the request
     other = Course.objects.create(title="Mobility", price="120.00", currency="EUR", sessions_count=2)
-    purchase = buy(student, course, "pay_1")
-    Relay().drain()
+    with deliver_outbox():
+        purchase = buy(student, course, "pay_1")
     selected = {"action": "move_to_course", "_selected_action": [purchase.pk]}
     page = ops.post("/admin/purchases/purchase/", selected)
     assert page.status_code == 200 and b"New course" in page.content  # asks first, nothing moved

@@ -15,12 +15,14 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from allocation.models import Trainer
+from config.processes import ROOT
 from outbox.models import Delivery, RelayHeartbeat
 from purchases.models import Course
-from tests.conftest import ROOT, buy, process_env
+from tests.support.processes import process_env
+from tests.support.purchases import buy
 from tests.test_commands_outbox import dead_letter
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def status(*args: str) -> tuple[int, str]:

@@ -10,7 +10,8 @@ from outbox.models import OutboxEvent
 from outbox.services import Cause, OutboxError, emit
 from purchases.models import Course, Payment, Purchase
 from sessions_app.models import TrainingSession
-from tests.conftest import available_trainer, buy
+from tests.support.purchases import buy
+from tests.support.trainers import available_trainer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

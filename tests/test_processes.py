@@ -13,8 +13,11 @@ from allocation.models import Trainer
 from outbox.models import Delivery, InboxEntry, OutboxEvent
 from purchases.models import Course, Purchase
 from purchases.services import purchase_create
-from tests.conftest import Processes, available_trainer, http, signature, wait_until, webhook_body
-from tests.listeners import GroupListener
+from realtime.testing import GroupListener
+from tests.support.processes import Processes
+from tests.support.trainers import available_trainer
+from tests.support.waiting import wait_until
+from tests.support.webhooks import http, signature, webhook_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 

@@ -26,13 +26,15 @@ from django.db import transaction
 from outbox.models import Delivery, OutboxEvent
 from purchases.models import Course
 from purchases.services import purchase_create, student_resync_request
-from tests.conftest import Processes, available_trainer, wait_until
-from tests.ws_client import StreamClient, gaps, group_members, tuned_server
+from tests.support.processes import Processes
+from tests.support.trainers import available_trainer
+from tests.support.waiting import wait_until
+from tests.support.ws_client import StreamClient, gaps, group_members, tuned_server
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 
 # A slow client's TCP window closes after a few KiB when both ends use small socket buffers; see
-# tests/ws_server.py. The server's own write buffer (uvicorn/asyncio: 64 KiB) still comes first.
+# tests/support/ws_server.py. The server's own write buffer (uvicorn/asyncio: 64 KiB) still comes first.
 SMALL_BUFFER = 4096
 EVENT_FIELDS = {"id", "seq", "type", "occurred_at", "data"}
 IDLE_RECEIVE_SECONDS = RedisChannelLayer.brpop_timeout

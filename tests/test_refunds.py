@@ -7,22 +7,23 @@ import pytest
 from allocation.models import Trainer
 from flows.refunds import purchase_refund
 from outbox.models import OutboxEvent
-from outbox.relay import Relay
+from outbox.testing import deliver_outbox, deliver_pending
 from purchases.errors import UnknownPayment
 from purchases.models import Course
 from sessions_app.models import TrainingSession
-from tests.conftest import available_trainer, buy
+from tests.support.purchases import buy
+from tests.support.trainers import available_trainer
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_refund_frees_capacity_and_the_waitlisted_purchase_gets_it(make_student: Any, course: Course) -> None:
     trainer = available_trainer(name="Solo", capacity=1)
     first_student, second_student = make_student(), make_student()
-    first = buy(first_student, course, "pay_first")
-    Relay().drain()
-    second = buy(second_student, course, "pay_second")
-    Relay().drain()
+    with deliver_outbox():
+        first = buy(first_student, course, "pay_first")
+    with deliver_outbox():
+        second = buy(second_student, course, "pay_second")
     second.refresh_from_db()
     assert second.status == "waitlisted"
 
@@ -30,7 +31,7 @@ def test_refund_frees_capacity_and_the_waitlisted_purchase_gets_it(make_student:
     assert result.refunded and result.purchase.status == "refunded"
     trainer.refresh_from_db()
     assert trainer.active_count == 0  # freed in the refund's own transaction
-    Relay().drain()
+    deliver_pending()
 
     second.refresh_from_db()
     trainer.refresh_from_db()

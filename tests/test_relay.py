@@ -16,8 +16,10 @@ from outbox.deliveries import PARKED_UNTIL
 from outbox.models import Delivery, InboxEntry, OutboxEvent, new_event_id
 from outbox.relay import Relay
 from purchases.models import Course
-from tests.conftest import available_trainer, buy, wait_until
-from tests.listeners import GroupListener
+from realtime.testing import GroupListener
+from tests.support.purchases import buy
+from tests.support.trainers import available_trainer
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
 

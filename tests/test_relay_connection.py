@@ -18,7 +18,9 @@ from django.test import Client
 
 from outbox.models import Delivery
 from purchases.models import Course
-from tests.conftest import Processes, buy, wait_until
+from tests.support.processes import Processes
+from tests.support.purchases import buy
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 

@@ -17,7 +17,8 @@ from outbox.models import OutboxEvent
 from outbox.services import Cause, emit
 from purchases.models import Course, Purchase
 from sessions_app.models import TrainingSession
-from tests.conftest import availability_form, available_trainer, buy, overlapping_sessions
+from tests.support.purchases import buy
+from tests.support.trainers import availability_form, available_trainer, overlapping_sessions
 from tests.test_admin import ops  # noqa: F401  (fixture)
 from tests.test_sched_api import scheduled
 

@@ -12,14 +12,15 @@ from django.test import Client
 from allocation.services import trainer_allocate
 from flows.refunds import purchase_refund
 from outbox.models import OutboxEvent
-from outbox.relay import Relay
 from outbox.services import Cause
+from outbox.testing import deliver_pending
 from purchases.models import Course, Purchase
 from sessions_app.models import TrainingSession
 from sessions_app.services import sessions_generate
-from tests.conftest import available_trainer, buy
+from tests.support.purchases import buy
+from tests.support.trainers import available_trainer
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
+pytestmark = pytest.mark.django_db(transaction=True)
 MONDAY_10 = [(0, time(10), time(11))]  # one one-hour slot a week
 
 
@@ -47,7 +48,7 @@ def reschedule(client: Client, student: Any, session_id: int) -> Any:
 def test_the_student_moves_a_session_and_the_dashboard_follows(client: Client, student: Any, course: Course) -> None:
     available_trainer("Ada", 3, tz="Europe/Berlin", windows=[(d, time(9), time(12)) for d in range(5)])
     purchase = scheduled(student, course, "pay_1")
-    Relay().drain()
+    deliver_pending()
     first = purchase.sessions.order_by("number").first()
     assert first is not None
     client.get("/api/v1/me/dashboard", headers=auth(student))  # cached now
@@ -63,7 +64,7 @@ def test_the_student_moves_a_session_and_the_dashboard_follows(client: Client, s
     assert event.correlation_id == "pay_1" and event.actor == f"student:{student.pk}"
     assert event.payload["session"]["starts_at"] == body["starts_at"]
     assert event.payload["previous_starts_at"] == first.starts_at.astimezone(UTC).isoformat()
-    Relay().drain()  # the relay invalidates the cached dashboard before it pushes the event
+    deliver_pending()  # the relay invalidates the cached dashboard before it pushes the event
     dashboard = client.get("/api/v1/me/dashboard", headers=auth(student)).json()
     assert dashboard["seq"] == event.seq
     (shown,) = [s for s in dashboard["purchases"][0]["sessions"] if s["id"] == first.pk]
@@ -126,7 +127,7 @@ def test_a_trainer_with_places_but_no_free_slot_is_not_chosen(make_student: Any,
     # The refund frees a's slot at once, and the waitlisted purchase gets it.
     purchase_refund(payment_id="pay_a", actor="test")
     assert not a.sessions.filter(status="scheduled").exists()
-    Relay().drain()
+    deliver_pending()
     c.refresh_from_db()
     assert c.status == "active" and c.allocation.trainer == tight
     assert c.sessions.get().starts_at == a.sessions.get().starts_at
@@ -143,7 +144,7 @@ def test_the_student_sets_a_time_zone(client: Client, student: Any) -> None:
     )
     assert response.status_code == 200 and response.json() == {"timezone": "America/New_York"}
     assert OutboxEvent.objects.filter(type="student.resync_requested", student_id=student.pk).count() == 1
-    Relay().drain()
+    deliver_pending()
     assert client.get("/api/v1/me/dashboard", headers=auth(student)).json()["student"]["timezone"] == "America/New_York"
 
     bad = client.patch(
@@ -179,7 +180,7 @@ def test_slots_gone_between_allocation_and_scheduling_send_the_purchase_back_to_
     assert list(reasons) == ["no_free_slot"]
 
     purchase_refund(payment_id="pay_x", actor="test")  # frees a Monday: `late` is promoted into it
-    Relay().drain()
+    deliver_pending()
     late.refresh_from_db()
     assert late.status == "active" and late.allocation.released_at is None
     assert late.sessions.filter(status="scheduled").count() == 1

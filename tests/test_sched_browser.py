@@ -9,11 +9,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import expect
 
-from outbox.relay import Relay
+from outbox.testing import deliver_pending
 from purchases.models import Course
 from purchases.services import student_profile_update
-from tests.browser import chromium
-from tests.conftest import Processes, available_trainer, http
+from tests.support.browser import chromium
+from tests.support.processes import Processes
+from tests.support.trainers import available_trainer
+from tests.support.webhooks import http
 from tests.test_sched_api import scheduled
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
@@ -25,7 +27,7 @@ def test_the_page_shows_local_times_and_follows_a_reschedule_live(
     available_trainer("Ada", 3, tz="Europe/Berlin", windows=[(d, time(10), time(12)) for d in range(7)])
     student_profile_update(student_id=student.pk, timezone_name="America/New_York", actor="test")
     purchase = scheduled(student, course, "pay_1")
-    Relay().drain()
+    deliver_pending()
     first = purchase.sessions.order_by("number").first()
     assert first is not None
     ws_host = processes.server("ws")

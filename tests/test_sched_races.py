@@ -17,8 +17,9 @@ from outbox.services import Cause
 from purchases.models import Course, Purchase
 from sessions_app.models import TrainingSession
 from sessions_app.services import session_reschedule, sessions_generate
-from tests.conftest import available_trainer, buy
-from tests.conftest import overlapping_sessions as overlaps
+from tests.support.purchases import buy
+from tests.support.trainers import available_trainer
+from tests.support.trainers import overlapping_sessions as overlaps
 
 pytestmark = pytest.mark.django_db(transaction=True)
 T = TypeVar("T")

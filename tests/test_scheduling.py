@@ -18,7 +18,8 @@ from outbox.services import Cause
 from purchases.models import Course
 from sessions_app.models import TrainingSession
 from sessions_app.services import sessions_generate
-from tests.conftest import available_trainer, buy
+from tests.support.purchases import buy
+from tests.support.trainers import available_trainer
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -18,8 +18,10 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 
 from config import throttling
+from config.processes import ROOT
 from purchases.models import Course
-from tests.conftest import ROOT, buy, webhook_body
+from tests.support.purchases import buy
+from tests.support.webhooks import webhook_body
 from tests.test_webhook_edges import send
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -13,7 +13,7 @@ from outbox.services import Cause
 from purchases.models import Course
 from sessions_app.models import TrainingSession
 from sessions_app.services import sessions_generate
-from tests.conftest import buy
+from tests.support.purchases import buy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,10 +11,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from allocation.models import Trainer
+from config.processes import ROOT
 from outbox.models import Delivery
-from outbox.relay import Relay
+from outbox.testing import deliver_outbox, deliver_pending
 from purchases.models import Course, Purchase
-from tests.conftest import ROOT, buy, wait_until
+from tests.support.purchases import buy
+from tests.support.waiting import wait_until
 
 
 def manage_check(**env: str) -> subprocess.CompletedProcess[str]:
@@ -70,7 +72,6 @@ def test_good_values_are_typed_and_celery_limits_follow_the_handler_lease() -> N
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.usefixtures("eager_celery")
 def test_a_handler_out_of_time_hands_its_deliveries_back_unattempted(
     student: Any, course: Course, trainer: Trainer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -87,10 +88,10 @@ def test_a_handler_out_of_time_hands_its_deliveries_back_unattempted(
         return real(**kwargs)
 
     monkeypatch.setattr(services, "trainer_allocate", slow_once)
-    buy(student, course, "pay_slow")
-    Relay().drain()
+    with deliver_outbox():
+        buy(student, course, "pay_slow")
     delivery = Delivery.objects.get(sink="allocation.allocate_trainer")
     assert delivery.status != "dead" and delivery.last_error == ""
-    wait_until(lambda: Relay().drain() is not None and Purchase.objects.get().status == "active", what="the retry")
+    wait_until(lambda: deliver_pending() is not None and Purchase.objects.get().status == "active", what="the retry")
     delivery.refresh_from_db()
     assert delivery.status == "done" and len(calls) == 2

@@ -13,8 +13,8 @@ import pytest
 from django.conf import settings
 from websockets.asyncio.client import connect
 
-from tests.conftest import Processes, http, wait_until
-from tests.sockets_helpers import (
+from tests.support.processes import Processes
+from tests.support.sockets import (
     PING_FRAME,
     SMALL_BUFFER,
     manage,
@@ -22,8 +22,10 @@ from tests.sockets_helpers import (
     registry_entries,
     server_side_state,
 )
+from tests.support.waiting import wait_until
+from tests.support.webhooks import http
+from tests.support.ws_client import StreamClient, group_members, tuned_server
 from tests.test_realtime import emit, ping, token
-from tests.ws_client import StreamClient, group_members, tuned_server
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 

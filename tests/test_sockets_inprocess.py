@@ -19,7 +19,7 @@ from rest_framework.authtoken.models import Token
 
 from backoffice.student_trace import student_trace
 from outbox.models import OutboxEvent
-from outbox.relay import Relay
+from outbox.testing import deliver_pending
 from purchases.errors import UnknownStudent
 from purchases.services import student_token_revoke
 from tests.test_realtime_consumer import connect, deliver_without_push, run
@@ -77,7 +77,7 @@ def test_a_revocation_that_arrives_by_repair_still_closes_the_old_tokens_socket(
 
 
 def test_a_revocation_delivered_while_the_socket_connects_still_closes_it(
-    student: Any, monkeypatch: pytest.MonkeyPatch, eager_celery: None
+    student: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The token is checked, then the revocation commits and is delivered before the consumer reads
     where the stream stands: its event is behind the cursor and would never reach this socket."""
@@ -88,7 +88,7 @@ def test_a_revocation_delivered_while_the_socket_connects_still_closes_it(
     def revoke_then_read(**kwargs: Any) -> Any:
         if not OutboxEvent.objects.filter(type="student.token_revoked").exists():
             student_token_revoke(student_id=student.pk, actor="test")
-            Relay().drain()
+            deliver_pending()
         return read(**kwargs)
 
     monkeypatch.setattr(selectors, "stream_position", revoke_then_read)
@@ -118,7 +118,7 @@ def trace_command(*args: str) -> tuple[int, str]:
         return int(exit.code or 0), out.getvalue()
 
 
-def test_trace_student_arguments_and_resync(student: Any, eager_celery: None) -> None:
+def test_trace_student_arguments_and_resync(student: Any) -> None:
     with pytest.raises(CommandError, match="unknown student"):
         call_command("trace", "--student", str(student.pk + 1000))
     with pytest.raises(CommandError, match="not both"):
@@ -129,16 +129,16 @@ def test_trace_student_arguments_and_resync(student: Any, eager_celery: None) ->
     assert code == 1  # the resync is committed, not yet delivered
     assert text.startswith("resync requested (#1 student.resync_requested); tracing:")
     assert "NOT CURRENT (not_delivered)" in text or "NOT CURRENT (delivering)" in text
-    Relay().drain()
+    deliver_pending()
     code, text = trace_command("--student", str(student.pk))
     assert code == 0
     assert text.splitlines()[0].startswith(f"Student {student.pk} -- OK (no_socket)")
 
 
-def test_a_cached_dashboard_older_than_the_delivered_stream_is_reported(student: Any, eager_celery: None) -> None:
+def test_a_cached_dashboard_older_than_the_delivered_stream_is_reported(student: Any) -> None:
     call_command("resync_student", str(student.pk), stdout=StringIO())
     call_command("resync_student", str(student.pk), stdout=StringIO())
-    Relay().drain()
+    deliver_pending()
     # As if the relay's invalidation had been lost: a view at seq 1, the floor left at 1.
     key = f"{settings.READ_CACHE_PREFIX}:student:{student.pk}"
     redis.Redis.from_url(settings.REDIS_URL).hset(key, mapping={"floor": 1, "dashboard:seq": 1, "dashboard:body": "{}"})

@@ -11,12 +11,15 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
+from config.processes import free_port
 from purchases.models import Course
-from tests.conftest import Processes, free_port, post_webhook, wait_until, webhook_body
-from tests.sockets_helpers import SMALL_BUFFER, manage
+from tests.support.processes import Processes
+from tests.support.sockets import SMALL_BUFFER, manage
+from tests.support.waiting import wait_until
+from tests.support.webhooks import post_webhook, webhook_body
+from tests.support.ws_client import StreamClient, tuned_server
 from tests.test_realtime import emit, token
 from tests.test_trace_processes import let_time_pass
-from tests.ws_client import StreamClient, tuned_server
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 

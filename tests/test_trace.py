@@ -15,11 +15,11 @@ from allocation.models import Trainer
 from backoffice.trace import payment_trace
 from outbox import deliveries
 from outbox.models import Delivery
-from outbox.relay import Relay
+from outbox.testing import deliver_outbox, deliver_pending
 from purchases.models import Course
-from tests.conftest import buy
+from tests.support.purchases import buy
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("eager_celery")]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def trace(payment_id: str) -> str:
@@ -44,8 +44,8 @@ def failing_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_healthy_chain(student: Any, course: Course, trainer: Trainer) -> None:
-    buy(student, course, "pay_ok", actor="command:fix_purchase")
-    Relay().drain()
+    with deliver_outbox():
+        buy(student, course, "pay_ok", actor="command:fix_purchase")
     text = trace("pay_ok")
     assert text.startswith("Payment pay_ok: 3 event(s)")
     for expected in (
@@ -73,7 +73,7 @@ def test_a_chain_stuck_on_a_failing_handler(
 ) -> None:
     buy(student, course, "pay_failing", actor="command:fix_purchase")
     with override_settings(OUTBOX_BACKOFF_BASE_SECONDS=20, OUTBOX_BACKOFF_MAX_SECONDS=20):
-        Relay().drain()
+        deliver_pending()
     line = verdict("pay_failing")
     assert line.startswith(
         "Verdict: STUCK: #2 trainer.allocated -> sessions.generate failed once: "
@@ -89,9 +89,8 @@ def test_a_dead_letter_names_the_retry_command_which_fixes_it(
 ) -> None:
     buy(student, course, "pay_dead", actor="command:fix_purchase")
     with override_settings(OUTBOX_MAX_ATTEMPTS=3, OUTBOX_BACKOFF_BASE_SECONDS=0, OUTBOX_BACKOFF_MAX_SECONDS=0):
-        relay = Relay()
         for _ in range(4):
-            relay.drain()
+            deliver_pending()
     dead = Delivery.objects.get(sink="sessions.generate")
     assert dead.status == "dead"
     assert verdict("pay_dead") == (
@@ -101,7 +100,7 @@ def test_a_dead_letter_names_the_retry_command_which_fixes_it(
     )
     monkeypatch.undo()  # the cause is fixed
     call_command("outbox", "retry", "--id", str(dead.pk), stdout=StringIO(), stderr=StringIO())
-    Relay().drain()
+    deliver_pending()
     assert verdict("pay_dead").startswith("Verdict: OK: Everything delivered")
 
 
@@ -152,9 +151,8 @@ def test_a_chain_waiting_behind_another_payment_of_the_same_student(
     buy(student, course, "pay_poison", actor="command:fix_purchase")
     buy(student, course, "pay_behind", actor="command:fix_purchase")
     with override_settings(OUTBOX_MAX_ATTEMPTS=2, OUTBOX_BACKOFF_BASE_SECONDS=0, OUTBOX_BACKOFF_MAX_SECONDS=0):
-        relay = Relay()
         for _ in range(4):
-            relay.drain()
+            deliver_pending()
     poison = Delivery.objects.get(sink="allocation.allocate_trainer", event__correlation_id="pay_poison")
     assert verdict("pay_behind") == (
         "Verdict: STUCK: #2 purchase.created -> allocation.allocate_trainer: waiting behind this student's "
@@ -165,8 +163,8 @@ def test_a_chain_waiting_behind_another_payment_of_the_same_student(
 
 
 def test_json_output_and_unknown_payments(student: Any, course: Course, trainer: Trainer) -> None:
-    buy(student, course, "pay_json", actor="command:fix_purchase")
-    Relay().drain()
+    with deliver_outbox():
+        buy(student, course, "pay_json", actor="command:fix_purchase")
     out = StringIO()
     call_command("trace", "pay_json", "--json", stdout=out)
     data = json.loads(out.getvalue())

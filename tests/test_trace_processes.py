@@ -15,7 +15,8 @@ from backoffice.trace import payment_trace
 from flows.refunds import purchase_refund
 from outbox.models import Delivery, RelayHeartbeat
 from purchases.models import Course
-from tests.conftest import Processes, wait_until
+from tests.support.processes import Processes
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 

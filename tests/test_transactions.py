@@ -14,7 +14,7 @@ from outbox.models import Delivery
 from outbox.runner import run_handler_batch
 from purchases.models import Course, Purchase
 from sessions_app.models import TrainingSession
-from tests.conftest import signature, webhook_body
+from tests.support.webhooks import signature, webhook_body
 
 pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/api/v1/payments/webhook"

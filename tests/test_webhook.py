@@ -9,7 +9,7 @@ from django.test import Client, override_settings
 
 from outbox.models import OutboxEvent
 from purchases.models import Course, Purchase
-from tests.conftest import signature, webhook_body
+from tests.support.webhooks import signature, webhook_body
 
 pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/api/v1/payments/webhook"

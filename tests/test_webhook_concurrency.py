@@ -7,7 +7,8 @@ import pytest
 
 from outbox.models import OutboxEvent
 from purchases.models import Course, Payment, ProviderEvent, Purchase
-from tests.conftest import Processes, post_webhook, webhook_body
+from tests.support.processes import Processes
+from tests.support.webhooks import post_webhook, webhook_body
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 

@@ -13,7 +13,7 @@ from django.test import Client
 from outbox.models import OutboxEvent
 from purchases.models import Course, Payment, ProviderEvent, Purchase
 from purchases.provider_body import MAX_DEPTH
-from tests.conftest import signature, webhook_body
+from tests.support.webhooks import signature, webhook_body
 
 pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/api/v1/payments/webhook"

@@ -4,7 +4,7 @@ from typing import Any
 import pytest
 
 from purchases.models import Course
-from tests.conftest import available_trainer
+from tests.support.trainers import available_trainer
 
 
 @pytest.fixture

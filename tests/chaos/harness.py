@@ -16,8 +16,10 @@ from django.db.models import Count, Exists, OuterRef, Q
 from allocation.models import Allocation, Trainer
 from outbox.models import Delivery, InboxEntry, OutboxEvent, StudentStream
 from purchases.models import Purchase
-from tests.conftest import overlapping_sessions, post_webhook, wait_until, webhook_body
-from tests.listeners import GroupListener
+from realtime.testing import GroupListener
+from tests.support.trainers import overlapping_sessions
+from tests.support.waiting import wait_until
+from tests.support.webhooks import post_webhook, webhook_body
 
 # Short leases and backoff so a killed process's work comes round again within a test's budget.
 CHAOS_ENV = {

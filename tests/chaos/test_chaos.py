@@ -14,11 +14,13 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from config.processes import free_port
 from outbox import operations
 from outbox.models import Delivery
+from realtime.testing import GroupListener
 from tests.chaos.harness import CHAOS_ENV, Load, check_invariants, kill9, report, wait_drained, wait_pushed
-from tests.conftest import Processes, free_port, wait_until
-from tests.listeners import GroupListener
+from tests.support.processes import Processes
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes, pytest.mark.chaos]
 
@@ -136,6 +138,10 @@ def test_database_connections_terminated_under_load(world: dict[str, Any], proce
     for i in range(2):
         processes.relay(f"relay-{i}", DB_APPLICATION_NAME="chaos-relay", **CHAOS_ENV)
         processes.worker(f"worker-{i}", DB_APPLICATION_NAME="chaos-worker", **CHAOS_ENV)
+    # Connected before the load: on a busy machine the load can end before they have booted, and then
+    # there is no connection of theirs to terminate.
+    for name in ("relay-0", "relay-1", "worker-0", "worker-1"):
+        started(processes, name)
     load = Load(host=host, students=world["students"], courses=world["courses"], count=150).start()
     terminated = 0
     rounds = 0

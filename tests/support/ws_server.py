@@ -1,6 +1,6 @@
 """Runs the project's ASGI app under uvicorn on a listening socket the tests can tune.
 
-`python -m tests.ws_server --port P [--sndbuf BYTES] [--ws-ping-interval S] [--ws-ping-timeout S]`
+`python -m tests.support.ws_server --port P [--sndbuf BYTES] [--ws-ping-interval S] [--ws-ping-timeout S]`
 
 Same server as `Processes.server()` (uvicorn, config.asgi, lifespan off), plus two knobs:
 

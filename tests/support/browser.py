@@ -11,7 +11,7 @@ from pathlib import Path
 from playwright.sync_api import Browser, sync_playwright
 
 from config.browser import system_chromium
-from tests.conftest import ROOT
+from config.processes import ROOT
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or system_chromium() or "chromium (not found: see config/browser.py)"
 # As on this machine's probe: no background networking, no sandbox as root, no GPU.

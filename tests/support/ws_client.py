@@ -23,8 +23,10 @@ from django.conf import settings
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from config.processes import free_port, port_open
 from kernel.push import student_group
-from tests.conftest import Processes, free_port, wait_until
+from tests.support.processes import Processes
+from tests.support.waiting import wait_until
 
 OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -226,16 +228,12 @@ def tuned_server(
     ping_timeout: float = 20.0,
     **env: str,
 ) -> str:
-    """Start `tests.ws_server` (uvicorn with a small socket send buffer and/or fast keepalive)."""
+    """Start `tests.support.ws_server` (uvicorn with a small socket send buffer and/or fast keepalive)."""
     port = free_port()
     args = ["--port", str(port), "--ws-ping-interval", str(ping_interval), "--ws-ping-timeout", str(ping_timeout)]
     if sndbuf:
         args += ["--sndbuf", str(sndbuf)]
-    processes.start(name, [sys.executable, "-m", "tests.ws_server", *args], **env)
+    processes.start(name, [sys.executable, "-m", "tests.support.ws_server", *args], **env)
 
-    def listening() -> bool:
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
-
-    wait_until(listening, timeout=30, what=f"{name} to listen on {port}")
+    wait_until(lambda: port_open(port), timeout=30, what=f"{name} to listen on {port}")
     return f"127.0.0.1:{port}"

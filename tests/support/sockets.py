@@ -8,7 +8,8 @@ import redis
 from django.conf import settings
 
 from config import commands
-from tests.conftest import ROOT, process_env
+from config.processes import ROOT
+from tests.support.processes import process_env
 
 SMALL_BUFFER = 4096
 

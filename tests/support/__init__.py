@@ -1,0 +1,1 @@
+"""Test helpers, as ordinary modules: tests/conftest.py keeps only fixtures, which call into these."""
