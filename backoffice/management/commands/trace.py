@@ -15,6 +15,8 @@ from backoffice.student_trace_render import student_trace_json, student_trace_te
 from backoffice.trace import DELIVERED, IN_PROGRESS, STUCK, Trace, payment_trace, trace_json
 from outbox.models import Delivery
 from outbox.payment_records import PaymentRecord, records_of
+from purchases.errors import UnknownStudent
+from purchases.services import student_resync_request
 
 
 class Command(BaseCommand):
@@ -53,10 +55,6 @@ class Command(BaseCommand):
 
     def _student(self, student_id: int, *, as_json: bool, resync: bool) -> None:
         if resync:
-            # The existing resync service (an interface calling a domain service, like the admin does).
-            from purchases.errors import UnknownStudent
-            from purchases.services import student_resync_request
-
             try:
                 event = student_resync_request(student_id=student_id, actor="command:trace")
             except UnknownStudent as exc:
