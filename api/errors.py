@@ -53,9 +53,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
-    if isinstance(exc, ApplicationError) and exc.status < 500:
-        # A refused request, in its own code and status. A 5xx one (OutboxError: a programming error)
-        # is a bug: left to the framework's 500 handling, like any other exception.
+    if isinstance(exc, ApplicationError):
+        # A refused request, in its own code and status (docs/architecture.md, Errors).
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
     response = exception_handler(exc, context)
     if response is None:

@@ -182,11 +182,14 @@ class Supervisor:
             self.children.remove(child)
 
     def stop_all(self, grace: float | None = None) -> None:
-        for child in self.children:  # all at once, so they stop in parallel
+        """SIGTERM to all at once, so they stop in parallel, then one shared `grace` for all of them (not
+        one each): whatever is still running when it has passed is killed."""
+        for child in self.children:
             if child.alive():
                 child.signal(signal.SIGTERM)
+        deadline = time.monotonic() + (self.grace if grace is None else grace)
         for child in list(self.children):
-            self.stop(child, grace)
+            self.stop(child, max(0.0, deadline - time.monotonic()))
 
     @contextlib.contextmanager
     def scope(self) -> Iterator["Supervisor"]:

@@ -1,4 +1,5 @@
-"""The Celery app. Only the outbox uses it: the relay enqueues and the worker runs `outbox.tasks`.
+"""The Celery app. The relay enqueues on it and the worker runs `outbox.tasks` (the naive benchmark baseline
+registers its own tasks on it too).
 
 The worker loads it through config/celery.py (`celery -A config worker`), which names the settings
 first: Celery installs its Django fixup (django.setup(), CELERY_DB_REUSE_MAX) when the app is built,

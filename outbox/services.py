@@ -8,7 +8,6 @@ from uuid import UUID
 from django.db import connection
 from django.utils import timezone
 
-from kernel.errors import ApplicationError
 from outbox import registry
 from outbox.models import OutboxEvent, new_event_id
 
@@ -16,11 +15,10 @@ REALTIME_SINK = "realtime"
 NOTIFY_CHANNEL = "outbox_due"
 
 
-class OutboxError(ApplicationError):
-    """A programming error: an event emitted outside the transaction of the state it describes."""
-
-    code = "outbox_error"
-    status = 500
+class OutboxError(RuntimeError):
+    """A programming error (an event emitted outside the transaction of the state it describes), not a
+    refused request: deliberately not an ApplicationError, so every interface leaves it to its 5xx /
+    traceback handling instead of showing it as a refusal."""
 
 
 @dataclass(frozen=True)

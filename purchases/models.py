@@ -1,7 +1,8 @@
 """Courses, payments and purchases. Students are Django users with an API token.
 
 Rows of Purchase may only change in a transaction that also emits an outbox event for the purchase:
-a deferred constraint trigger (migration 0002) rejects the COMMIT otherwise. Use `purchases.services`.
+a deferred constraint trigger (migration 0002) rejects the COMMIT otherwise. Write through the services
+(`purchases/services.py`; refunds and moves: `flows/`).
 """
 
 from decimal import Decimal

@@ -1,6 +1,6 @@
 """Test and benchmark support: a real Channels group listener (imported by tests and benchmarks only).
 
-Imports the channel layer (channels, channels-redis): a test-support module.
+Imports the channel layer (channels): a test-support module.
 """
 
 import asyncio

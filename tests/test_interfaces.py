@@ -3,6 +3,7 @@ operator commands, traces), `student_page/`. A newcomer finds who calls a servic
 no domain app (nor the outbox, beyond its relay) defines a view, a model admin or a command."""
 
 import ast
+import importlib
 import json
 import subprocess
 import sys
@@ -119,3 +120,20 @@ def test_the_payment_signature_needs_only_the_standard_library() -> None:
     done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True)
     imported = set(json.loads(done.stdout))
     assert imported - set(sys.stdlib_module_names) - {"__main__"} == {"api", "kernel"}
+
+
+def test_every_application_error_is_a_refusal_with_a_4xx_status() -> None:
+    """A 5xx is a bug, never a refusal: such an error must not derive from ApplicationError, or the API,
+    the admin and the commands would show it as an operator's message (docs/architecture.md, Errors)."""
+    for package in ("kernel", "outbox", "purchases", "allocation", "sessions_app", "flows", "api", "backoffice"):
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            if "migrations" not in parts:
+                importlib.import_module(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    seen, todo = [], [ApplicationError]
+    while todo:
+        cls = todo.pop()
+        seen.append(cls)
+        todo.extend(cls.__subclasses__())
+    assert len(seen) > 10  # the walk found the errors
+    assert [c.__name__ for c in seen if not 400 <= c.status < 500] == []

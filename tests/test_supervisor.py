@@ -4,10 +4,11 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from config.processes import ProcessFailed, Supervisor, free_port, port_free, port_open, wait_for
+from config.processes import Child, ProcessFailed, Supervisor, free_port, port_free, port_open, wait_for
 
 # Ignores SIGTERM, starts a grandchild that sleeps, and says so.
 STUBBORN = """
@@ -38,6 +39,30 @@ def test_a_child_that_ignores_sigterm_is_killed_with_what_it_started(tmp_path: P
     assert not child.alive() and supervisor.children == []
     assert len(reports) == 1 and reports[0].startswith("stubborn did not stop within")
     wait_for(lambda: _gone(grandchild), timeout=10, what="the grandchild to be killed")
+
+
+def test_stop_all_gives_all_children_one_shared_grace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not one grace each: with three stubborn children and a 1 s grace, the first waits it out and the
+    others are killed at once (`dev.py run`'s Ctrl-C takes one grace, not one per process)."""
+    graces: list[float] = []
+    child_stop = Child.stop
+
+    def recording_stop(self: Child, grace: float = 10.0, **kwargs: Any) -> None:
+        graces.append(grace)
+        child_stop(self, grace, **kwargs)
+
+    monkeypatch.setattr(Child, "stop", recording_stop)
+    supervisor = Supervisor(log_dir=tmp_path, report=lambda _: None, grace=1.0)
+    children = [
+        supervisor.start(f"stubborn{i}", [sys.executable, "-c", STUBBORN], os.environ, ready_marker="ready")
+        for i in range(3)
+    ]
+    for child in children:
+        wait_for(child.is_ready, timeout=20, what="the children to start", children=children)
+    supervisor.stop_all()
+    assert not any(child.alive() for child in children)
+    assert len(graces) == 3 and graces[0] <= 1.0
+    assert graces[1] < 0.5 and graces[2] < 0.5  # the first child's wait used the shared grace up
 
 
 def test_echoed_output_and_the_ready_marker(tmp_path: Path) -> None:
