@@ -12,8 +12,8 @@ from rest_framework.views import APIView
 
 from api import docs
 from api.errors import ApiError
+from dashboard import selectors
 from outbox.selectors import student_events_after, student_last_seq
-from purchases import selectors
 
 # ASCII digits only: str.isdigit() also accepts "²" and "٣", which int() then rejects or misreads.
 _DIGITS = re.compile(r"[0-9]{1,18}")

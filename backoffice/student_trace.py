@@ -22,6 +22,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from backoffice.trace import STUCK, DeliveryStep, delivery_steps, duration
+from dashboard.selectors import DASHBOARD_VIEW
 from outbox import readcache
 from outbox.models import Delivery
 from outbox.services import REALTIME_SINK
@@ -29,8 +30,6 @@ from realtime import registry
 from realtime.registry import SocketEntry
 from realtime.selectors import stream_position
 
-# The dashboard's name in the read cache (purchases.selectors.DASHBOARD_VIEW; outbox does not import up).
-DASHBOARD_VIEW = "dashboard"
 MAX_OPEN = 50  # open deliveries listed; the verdict needs only the first of each kind
 
 

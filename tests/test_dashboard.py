@@ -8,10 +8,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from allocation.models import Trainer
+from dashboard.selectors import DASHBOARD_VIEW, dashboard_build
 from outbox import readcache
 from outbox.testing import deliver_pending
 from purchases.models import Course
-from purchases.selectors import DASHBOARD_VIEW, dashboard_build
 from tests.support.purchases import buy
 
 pytestmark = pytest.mark.django_db(transaction=True)

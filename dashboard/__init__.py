@@ -1,0 +1,1 @@
+"""The student's dashboard read model (docs/architecture.md)."""
