@@ -242,6 +242,9 @@ def test_outbox_lists_filter_and_show_dead_letters_with_their_error(
     events = ops.get("/admin/outbox/outboxevent/", {"problem": "dead", "student": str(student.pk)})
     assert "allocation.allocate_trainer: dead" in events.text
     assert "pay_dead" not in ops.get("/admin/outbox/outboxevent/", {"student": "999999"}).text
+    for odd in ("²", "٣", "9" * 30, "-1", "1e3"):  # not a student id: the list, unfiltered, never a 500
+        assert ops.get("/admin/outbox/outboxevent/", {"student": odd}).status_code == 200, odd
+        assert ops.get("/admin/outbox/delivery/", {"student": odd}).status_code == 200, odd
     assert ops.get(f"/admin/outbox/outboxevent/{dead.event_id}/change/").status_code == 200
     assert ops.get("/admin/outbox/outboxevent/add/").status_code == 403
     assert ops.post(f"/admin/outbox/delivery/{dead.pk}/change/", {"status": "done"}).status_code == 403

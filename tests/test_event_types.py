@@ -4,7 +4,7 @@ admin and ends `trace`'s verdict with a chain's outcome, without importing the a
 import ast
 from pathlib import Path
 
-from backoffice.admin.outbox import EventTypeFilter
+from backoffice.admin.outbox_filters import EventTypeFilter
 from outbox import registry
 from purchases.services import TOKEN_REVOKED
 

@@ -24,7 +24,7 @@ from allocation.services import (
     trainer_save,
     waitlist_promote,
 )
-from backoffice.admin.outbox import ReadOnlyModelAdmin
+from backoffice.admin.base import ReadOnlyModelAdmin
 from kernel.timezones import UnknownTimezone, zone
 from outbox.services import Cause
 

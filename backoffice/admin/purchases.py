@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from allocation.services import trainer_allocate
-from backoffice.admin.outbox import ReadOnlyModelAdmin, trace_url
+from backoffice.admin.base import ReadOnlyModelAdmin, trace_url
 from backoffice.trace import payment_trace
 from flows import moves, refunds
 from kernel.errors import ApplicationError

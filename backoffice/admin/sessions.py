@@ -5,7 +5,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from backoffice.admin.outbox import ReadOnlyModelAdmin
+from backoffice.admin.base import ReadOnlyModelAdmin
 from kernel.errors import ApplicationError
 from sessions_app.models import TrainingSession
 from sessions_app.services import iso, session_reschedule
