@@ -23,8 +23,8 @@ class ApiError(ApplicationError):
     def __init__(self, *, code: str, message: str, status_code: int = 400, details: dict[str, Any] | None = None):
         super().__init__(message)
         self.details = details or {}
-        # Per raise, not per class as ApplicationError declares them: shadow the class attributes.
-        vars(self).update(code=code, status=status_code)
+        self.code = code
+        self.status = status_code
 
 
 class ErrorDetailSerializer(serializers.Serializer[dict[str, object]]):

@@ -182,24 +182,26 @@ class Supervisor:
             self.children.remove(child)
 
     def stop_all(self, grace: float | None = None) -> None:
-        """SIGTERM to all at once, so they stop in parallel, then one shared `grace` for all of them (not
-        one each): whatever is still running when it has passed is killed."""
-        for child in self.children:
-            if child.alive():
-                child.signal(signal.SIGTERM)
-        deadline = time.monotonic() + (self.grace if grace is None else grace)
-        for child in list(self.children):
-            self.stop(child, max(0.0, deadline - time.monotonic()))
+        self._stop_together(list(self.children), grace)
 
     @contextlib.contextmanager
     def scope(self) -> Iterator["Supervisor"]:
-        """Stop every child started inside the block when it ends, however it ends."""
+        """Stop every child started inside the block when it ends, however it ends (as `stop_all`)."""
         before = set(map(id, self.children))
         try:
             yield self
         finally:
-            for child in [c for c in self.children if id(c) not in before]:
-                self.stop(child)
+            self._stop_together([c for c in self.children if id(c) not in before])
+
+    def _stop_together(self, children: list[Child], grace: float | None = None) -> None:
+        """SIGTERM to all at once, so they stop in parallel, then one shared `grace` for all of them (not
+        one each): whatever is still running when it has passed is killed."""
+        for child in children:
+            if child.alive():
+                child.signal(signal.SIGTERM)
+        deadline = time.monotonic() + (self.grace if grace is None else grace)
+        for child in children:
+            self.stop(child, max(0.0, deadline - time.monotonic()))
 
 
 def wait_for(
