@@ -14,7 +14,7 @@ from collections.abc import Callable
 import redis
 from django.conf import settings
 
-from outbox.redis_client import fail_fast_client
+from outbox.redis_client import Command, Script, fail_fast_client, run_pipeline
 
 _FILL = """
 local floor = tonumber(redis.call('HGET', KEYS[1], 'floor') or '0')
@@ -36,6 +36,7 @@ redis.call('HSET', KEYS[1], 'floor', floor)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return floor
 """
+INVALIDATE = Script(_INVALIDATE)
 
 
 def _client() -> redis.Redis:
@@ -72,12 +73,15 @@ def invalidate_students(floors: dict[int, int]) -> None:
 
     One pipelined round trip for the whole batch. Raises `redis.RedisError` so the relay retries.
     """
-    if not floors:
-        return
-    pipe = _client().pipeline(transaction=False)
-    for student_id, seq in floors.items():
-        pipe.eval(_INVALIDATE, 1, _key(student_id), seq, settings.READ_CACHE_TTL_SECONDS)
-    pipe.execute()
+    if floors:
+        run_pipeline(_client(), invalidate_commands(floors), [INVALIDATE])
+
+
+def invalidate_commands(floors: dict[int, int]) -> list[Command]:
+    """What `invalidate_students` sends (calls of INVALIDATE), for a caller that sends them in a round
+    trip of its own to READ_CACHE_URL's Redis: the relay, with its pushes' first one (outbox.relay.push)."""
+    ttl = settings.READ_CACHE_TTL_SECONDS
+    return [INVALIDATE.call([_key(student_id)], [seq, ttl]) for student_id, seq in floors.items()]
 
 
 def peek(*, student_id: int, view: str) -> tuple[int | None, int | None]:

@@ -1,7 +1,6 @@
 """The claim loop: claim a batch, hand its realtime share to `push` and its handler share to Celery,
 settle; drain until nothing is due, then sleep until a NOTIFY (`listen`) or the poll interval."""
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -21,7 +20,7 @@ from outbox import deliveries, metrics, relay_status
 from outbox.deliveries import Claimed
 from outbox.relay import heartbeat
 from outbox.relay.listen import Listener
-from outbox.relay.push import push_batch
+from outbox.relay.push import Pusher
 from outbox.relay.slow_batches import log_if_slow
 from outbox.services import REALTIME_SINK
 from outbox.tasks import run_handler_batch
@@ -36,7 +35,7 @@ class Relay:
         self.batch_size = batch_size or settings.OUTBOX_BATCH_SIZE
         self.poll_seconds = poll_seconds if poll_seconds is not None else settings.OUTBOX_POLL_SECONDS
         self.stopping = threading.Event()
-        self._loop = asyncio.new_event_loop()
+        self._pusher = Pusher()
         self._listener = Listener()
         self.took_all = False
         self.database = relay_status.ConnectionWatch(relay_id=self.relay_id)
@@ -64,7 +63,7 @@ class Relay:
     def _deliver_realtime(self, claimed: list[Claimed]) -> None:
         ids = [c.id for c in claimed]
         try:
-            push_batch(claimed, loop=self._loop)
+            self._pusher.push_batch(claimed)
         except Exception as exc:  # Redis down or slow: retry later, never lose the delivery
             logger.warning("realtime delivery failed for %d events: %s", len(ids), exc)
             deliveries.settle_failed(ids, error=f"realtime: {exc!r}", may_dead_letter=False)
@@ -139,6 +138,7 @@ class Relay:
                 self._reset_connections()
                 self.stopping.wait(min(self.poll_seconds, 1.0))
         self._reset_connections()
+        self._pusher.close()
         logger.info("relay %s stopped", self.relay_id)
 
     def beat(self, *, started_at: datetime, claimed_total: int) -> None:
