@@ -261,3 +261,16 @@ def test_the_running_relay_stops_claiming_once_a_claim_took_all(
     Delivery.objects.exclude(sink="realtime").delete()
     assert Relay(batch_size=10).drain(until_notified=True) == 12
     assert calls == [6, 6]  # student 0 cut at 5, so on; then the other 6 and no empty claim to confirm
+
+
+def test_the_enqueued_tasks_args_text_is_celerys() -> None:
+    """The relay writes the task's argsrepr header itself (Celery's saferepr was a tenth of an enqueue):
+    the same text as Celery's for a batch, cut at Celery's limit for a long one."""
+    from celery.utils.saferepr import saferepr
+
+    from outbox.relay.loop import ARGS_REPR_MAXSIZE, _args_repr
+
+    ids = [3, 1, 2]
+    assert _args_repr("allocation.allocate_trainer", ids) == saferepr(("allocation.allocate_trainer", ids), 1024)
+    long = _args_repr("allocation.allocate_trainer", list(range(10**6, 10**6 + 500)))
+    assert len(long) == ARGS_REPR_MAXSIZE and long.startswith("('allocation.allocate_trainer', [1000000, 1000001,")
