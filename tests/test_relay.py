@@ -4,6 +4,7 @@ import itertools
 import re
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -274,3 +275,25 @@ def test_the_enqueued_tasks_args_text_is_celerys() -> None:
     assert _args_repr("allocation.allocate_trainer", ids) == saferepr(("allocation.allocate_trainer", ids), 1024)
     long = _args_repr("allocation.allocate_trainer", list(range(10**6, 10**6 + 500)))
     assert len(long) == ARGS_REPR_MAXSIZE and long.startswith("('allocation.allocate_trainer', [1000000, 1000001,")
+
+
+def test_the_claim_and_the_settle_are_prepared_once_per_connection(student: Any, course: Course) -> None:
+    """Planning the claim took longer than running it at no backlog (deliveries._execute_prepared):
+    both of the relay's per-batch statements are server-side prepared statements, reused batch after batch."""
+
+    def prepared() -> Counter[str]:
+        """Runs of this connection's prepared statements by first word (WITH: the claim, UPDATE: the
+        settle); the connection may come from the pool with earlier tests' statements."""
+        runs: Counter[str] = Counter()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT statement, generic_plans + custom_plans FROM pg_prepared_statements")
+            for statement, n in cursor:
+                runs[statement.split()[0]] += n
+        return runs
+
+    before = prepared()
+    for i in range(3):
+        buy(student, course, f"pay_{i}")
+        claimed = deliveries.claim(relay_id="a", limit=10)
+        deliveries.settle_done([c.id for c in claimed])
+    assert prepared() - before == Counter({"WITH": 3, "UPDATE": 3})
