@@ -1,17 +1,20 @@
 """A payment provider's event, applied exactly once: `payment.succeeded` creates the purchase,
 `payment.refunded` refunds it (the refund flow), anything else is recorded as ignored."""
 
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 
 from flows.moves import MOVED_SEPARATOR
 from flows.refunds import purchase_refund
 from purchases.errors import EventConflict
 from purchases.models import ProviderEvent, Purchase
 from purchases.provider_body import storable
+from purchases.selectors import PaymentLookup, payment_lookup
 from purchases.services import purchase_create
 
 
@@ -46,12 +49,21 @@ def provider_event_receive(
     refunds nothing. For handled types, `data` must have been validated (payment_id, student_id,
     course_id, amount, currency). `payload` is the body as jsonb can store it (`provider_body.storable`).
     """
+    # The record's payment id, by which it finds its payment again: for handled types the validated
+    # (trimmed) id, which storable() and the cut leave as it is (no NUL, no lone surrogate, 128 at most).
+    payment_id = storable(str(data.get("payment_id", "")))[:128] if isinstance(data, dict) else ""
+    succeeded = type == PAYMENT_SUCCEEDED
     with transaction.atomic(durable=True):
-        seen = ProviderEvent.objects.filter(provider_event_id=event_id).first()
-        if seen is not None:
-            return _replayed(seen, raw_body=raw_body, payload=payload)
+        lookup = payment_lookup(
+            provider_event_id=event_id,
+            payment_id=payment_id,
+            student_id=data["student_id"] if succeeded else None,
+            course_id=data["course_id"] if succeeded else None,
+        )
+        if lookup.provider_event is not None:
+            return _replayed(lookup.provider_event, lookup, payment_id=payment_id, raw_body=raw_body, payload=payload)
         purchase, outcome, problem = None, ProviderEvent.Outcome.IGNORED, {}
-        if type == PAYMENT_SUCCEEDED:
+        if succeeded:
             result = purchase_create(
                 payment_id=data["payment_id"],
                 student_id=data["student_id"],
@@ -59,12 +71,13 @@ def provider_event_receive(
                 amount=data["amount"],
                 currency=data["currency"],
                 actor="webhook",
+                lookup=lookup,
             )
             purchase, outcome = result.purchase, ProviderEvent.Outcome.APPLIED
             if not result.created:
                 problem = _differences(purchase, data, ("student", "course", "amount", "currency"))
         elif type == PAYMENT_REFUNDED:
-            purchase = _purchase_of(data["payment_id"])
+            purchase = lookup.purchase
             problem = _differences(purchase, data, ("student", "course")) if purchase else {}
             if not problem:
                 # The money goes back for whichever course the payment holds now: after an operator's move
@@ -74,36 +87,68 @@ def provider_event_receive(
                 refunded = purchase_refund(payment_id=refunded_id, actor="webhook")
                 purchase, outcome = refunded.purchase, ProviderEvent.Outcome.APPLIED
         if problem:
-            outcome = ProviderEvent.Outcome.CONFLICT if type == PAYMENT_SUCCEEDED else ProviderEvent.Outcome.MISMATCH
-        # The validated (trimmed) payment id for handled types, so the record finds its payment again.
-        payment_id = data.get("payment_id", "") if isinstance(data, dict) else ""
-        record = ProviderEvent(
-            provider_event_id=event_id,
+            outcome = ProviderEvent.Outcome.CONFLICT if succeeded else ProviderEvent.Outcome.MISMATCH
+        # A concurrent call for the same event id may have recorded it first (we waited for it on the
+        # unique index): then ours is a replay of it, or a conflict that must leave nothing behind.
+        recorded = _record(
+            event_id=event_id,
             type=type,
-            payment_id=storable(str(payment_id))[:128],
+            payment_id=payment_id,
             outcome=outcome,
             payload=payload,
             raw_body=raw_body,
             problem=problem,
         )
-        # A concurrent call for the same event id may have recorded it first (we waited for it on the
-        # unique index): then ours is a replay of it, or a conflict that must leave nothing behind.
-        ProviderEvent.objects.bulk_create([record], ignore_conflicts=True)
-        if not ProviderEvent.objects.filter(provider_event_id=event_id, raw_body=raw_body).exists():
+        if not recorded and not ProviderEvent.objects.filter(provider_event_id=event_id, raw_body=raw_body).exists():
             raise EventConflict(f"event {event_id!r} is recorded with another body", event_id=event_id)
         return ProviderEventResult(purchase=purchase, outcome=outcome, problem=problem)
 
 
-def _replayed(seen: ProviderEvent, *, raw_body: bytes, payload: dict[str, Any]) -> ProviderEventResult:
+def _replayed(
+    seen: ProviderEvent, lookup: PaymentLookup, *, payment_id: str, raw_body: bytes, payload: dict[str, Any]
+) -> ProviderEventResult:
     """The answer to a retry of a recorded event: its recorded outcome, if the body is the same."""
     same = bytes(seen.raw_body) == raw_body if seen.raw_body is not None else seen.payload == payload
     if not same:
         event_id = seen.provider_event_id
         raise EventConflict(f"event {event_id!r} is recorded with another body", event_id=event_id)
-    purchase = _purchase_of(seen.payment_id)
+    # The same body, so the same payment id, whose purchase the lookup has read already (unless the
+    # record was written by older code that kept the id otherwise).
+    purchase = lookup.purchase if seen.payment_id == payment_id else _purchase_of(seen.payment_id)
     if purchase is not None and seen.type == PAYMENT_REFUNDED and seen.outcome == ProviderEvent.Outcome.APPLIED:
         purchase = _held_purchase_of(purchase)
     return ProviderEventResult(purchase=purchase, outcome=seen.outcome, problem=seen.problem)
+
+
+# The record in one round trip (it was an ORM bulk_create and an exists() query every time): a new
+# event id is recorded, and only when none was (a concurrent call recorded the id first, and we
+# waited for it on the unique index) does the caller compare the recorded body.
+_RECORD_SQL = f"""
+INSERT INTO {ProviderEvent._meta.db_table}
+    (provider_event_id, type, payment_id, outcome, payload, raw_body, problem, received_at)
+VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s::jsonb, %s)
+ON CONFLICT DO NOTHING
+RETURNING id
+"""
+
+
+def _record(
+    *,
+    event_id: str,
+    type: str,
+    payment_id: str,
+    outcome: str,
+    payload: dict[str, Any],
+    raw_body: bytes,
+    problem: dict[str, Any],
+) -> bool:
+    """Record the provider event; False if one with its id is recorded already (nothing written)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _RECORD_SQL,
+            [event_id, type, payment_id, outcome, json.dumps(payload), raw_body, json.dumps(problem), timezone.now()],
+        )
+        return cursor.fetchone() is not None
 
 
 def _purchase_of(payment_id: str) -> Purchase | None:

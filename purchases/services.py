@@ -18,6 +18,7 @@ from outbox.services import Cause
 from purchases.errors import InvalidTimezone, NotAStudent, UnknownCourse, UnknownPayment, UnknownStudent
 from purchases.events import purchase_event_emit
 from purchases.models import Course, Payment, Purchase, StudentProfile
+from purchases.selectors import PaymentLookup, payment_lookup
 
 
 @dataclass(frozen=True)
@@ -35,72 +36,107 @@ def purchase_create(
     currency: str,
     actor: str,
     correlation_id: str | None = None,
+    lookup: PaymentLookup | None = None,
 ) -> PurchaseResult:
     """Turn a successful payment into a purchase and emit `purchase.created`.
 
     Idempotent by `payment_id`, also under concurrency: every call for the same payment returns the
     same purchase, and only the first one writes anything or emits. The event's correlation id is
     the payment id unless `correlation_id` names the chain it continues (a move); `actor` says who
-    asked (webhook, admin user, command).
+    asked (webhook, admin user, command). `lookup` is what `payment_lookup` read for these ids in the
+    caller's transaction, if it has read it already (the webhook reads it with its provider event).
     Raises `UnknownStudent` / `NotAStudent` / `UnknownCourse` before writing anything. Composable: in
     a caller's transaction (the webhook's, a move's) it is part of it, without a savepoint.
     """
     with transaction.atomic(savepoint=False):
-        existing = Purchase.objects.filter(payment__provider_payment_id=payment_id).first()
-        if existing is not None:
-            return PurchaseResult(purchase=existing, created=False)
-        student = get_user_model().objects.filter(id=student_id, is_active=True).first()
-        if student is None:
+        if lookup is None:
+            lookup = payment_lookup(payment_id=payment_id, student_id=student_id, course_id=course_id)
+        if lookup.purchase is not None:
+            return PurchaseResult(purchase=lookup.purchase, created=False)
+        if not lookup.student_active:
             raise UnknownStudent(f"no active student with id {student_id}", student_id=student_id)
-        if student.is_staff or student.is_superuser:
+        if lookup.student_operator:
             raise NotAStudent(
                 f"user {student_id} is staff or a superuser, not a student: only students can hold purchases",
                 student_id=student_id,
             )
-        course = Course.objects.filter(id=course_id).first()
-        if course is None:
+        if lookup.course_title is None:
             raise UnknownCourse(f"no course with id {course_id}", course_id=course_id)
-        payment = _payment_insert(payment_id=payment_id, amount=amount, currency=currency.upper())
-        if payment is None:
+        purchase = _purchase_insert(
+            payment_id=payment_id, student_id=student_id, course_id=course_id, amount=amount, currency=currency.upper()
+        )
+        if purchase is None:
             return PurchaseResult(purchase=Purchase.objects.get(payment__provider_payment_id=payment_id), created=False)
-        purchase = Purchase.objects.create(payment=payment, student=student, course=course)
         purchase_event_emit(
             purchase=purchase,
             type="purchase.created",
             payload={
                 "payment_id": payment_id,
                 "status": purchase.status,
-                "course": {"id": course.pk, "title": course.title},
-                "amount": str(payment.amount),
-                "currency": payment.currency,
+                "course": {"id": course_id, "title": lookup.course_title},
+                "amount": str(purchase.payment.amount),
+                "currency": purchase.payment.currency,
             },
             cause=Cause(actor=actor, correlation_id=correlation_id or payment_id),
         )
         return PurchaseResult(purchase=purchase, created=True)
 
 
-def _payment_insert(*, payment_id: str, amount: Decimal, currency: str) -> Payment | None:
-    """Insert the payment, or return None if one with this provider id exists.
+# The payment and its purchase in one round trip (it was two, the purchase an ORM create()).
+# `ON CONFLICT DO NOTHING`: a concurrent call for the same payment blocks on the unique index until
+# the first one commits, and then inserts nothing (no payment, so no purchase either): exactly one
+# purchase results, with no error and no savepoint (`get_or_create` would take four round trips).
+_PURCHASE_INSERT_SQL = f"""
+WITH payment AS (
+    INSERT INTO {Payment._meta.db_table} (provider_payment_id, amount, currency, received_at)
+    VALUES (%(payment_id)s, %(amount)s, %(currency)s, %(now)s)
+    ON CONFLICT (provider_payment_id) DO NOTHING
+    RETURNING id
+)
+INSERT INTO {Purchase._meta.db_table} (payment_id, student_id, course_id, status, created_at, updated_at)
+SELECT id, %(student_id)s, %(course_id)s, %(status)s, %(now)s, %(now)s FROM payment
+RETURNING id, payment_id
+"""
 
-    `ON CONFLICT DO NOTHING`: a concurrent call for the same payment blocks on the unique index until
-    the first one commits, and then inserts nothing, so exactly one purchase results, with no error and
-    no savepoint (`get_or_create` would take four round trips). Needs the caller's transaction.
-    """
-    received_at = timezone.now()
+
+def _purchase_insert(
+    *, payment_id: str, student_id: int, course_id: int, amount: Decimal, currency: str
+) -> Purchase | None:
+    """Insert the payment and its pending purchase (its payment loaded), or return None if a payment
+    with this provider id exists. Needs the caller's transaction."""
+    now = timezone.now()
+    status = Purchase.Status.PENDING
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {Payment._meta.db_table} (provider_payment_id, amount, currency, received_at) "
-            "VALUES (%s, %s, %s, %s) ON CONFLICT (provider_payment_id) DO NOTHING RETURNING id",
-            [payment_id, amount, currency, received_at],
+            _PURCHASE_INSERT_SQL,
+            {
+                "payment_id": payment_id,
+                "amount": amount,
+                "currency": currency,
+                "now": now,
+                "student_id": student_id,
+                "course_id": course_id,
+                "status": status.value,
+            },
         )
         row = cursor.fetchone()
     if row is None:
         return None
-    payment = Payment(id=row[0], provider_payment_id=payment_id, amount=amount, currency=currency)
-    payment.received_at = received_at
-    payment._state.adding = False
-    payment._state.db = connection.alias
-    return payment
+    purchase_pk, payment_pk = row
+    payment = Payment(id=payment_pk, provider_payment_id=payment_id, amount=amount, currency=currency, received_at=now)
+    purchase = Purchase(
+        id=purchase_pk,
+        payment=payment,
+        student_id=student_id,
+        course_id=course_id,
+        status=status,
+        created_at=now,
+        updated_at=now,
+    )
+    for instance in (payment, purchase):
+        instance._state.adding = False
+        instance._state.db = connection.alias
+    return purchase
 
 
 def purchase_lock(*, payment_id: str) -> Purchase:

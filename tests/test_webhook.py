@@ -5,7 +5,9 @@ import time
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client, override_settings
+from django.test.utils import CaptureQueriesContext
 
 from outbox.models import OutboxEvent
 from purchases.models import Course, Purchase
@@ -113,3 +115,15 @@ def test_unknown_student_or_course_gets_422(client: Client, student: Any, course
         assert response.status_code == 422
         assert response.json()["error"]["code"] == code
     assert not Purchase.objects.exists()
+
+
+def test_a_payment_takes_four_statements_and_its_retry_one(client: Client, student: Any, course: Course) -> None:
+    """The webhook's round trips are its cost: one lookup (event, purchase, student, course), the payment
+    with its purchase, the event, the record; a retry of a recorded event only the lookup."""
+    body = webhook_body(payment_id="pay_1", student_id=student.pk, course_id=course.pk)
+    for expected in (4, 1):
+        with CaptureQueriesContext(connection) as captured:
+            response = post(client, body, signature(body))
+        assert response.status_code == 200
+        statements = [q["sql"] for q in captured.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")]
+        assert len(statements) == expected, statements
