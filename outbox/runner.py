@@ -79,10 +79,11 @@ def _run_batch(*, sink: str, delivery_ids: list[int]) -> None:
 # The batch's deliveries and their (immutable) events in one plain statement, not the ORM's
 # `Delivery.objects.filter(...).select_related("event")`: compiling that queryset and building two
 # model instances per row was about a tenth of the worker's CPU. The events are built as the ORM
-# builds them (`from_db`, the model's field order) with what handlers read: all of the event's columns.
-_LOAD_SQL = """
-SELECT d.id, d.student_id, e.id, e.type, e.aggregate_type, e.aggregate_id, e.student_id, e.seq, e.payload,
-       e.correlation_id, e.causation_id, e.actor, e.created_at
+# builds them (`from_db`, every column in the model's field order), so handlers read the same event.
+_EVENT_FIELDS = [f.attname for f in OutboxEvent._meta.concrete_fields]
+_PAYLOAD = _EVENT_FIELDS.index("payload")
+_LOAD_SQL = f"""
+SELECT d.id, d.student_id, {", ".join(f"e.{f.column}" for f in OutboxEvent._meta.concrete_fields)}
 FROM outbox_delivery d JOIN outbox_outboxevent e ON e.id = d.event_id
 WHERE d.id = ANY(%(ids)s) AND d.sink = %(sink)s
 """
@@ -96,9 +97,10 @@ def _load(sink: str, delivery_ids: list[int]) -> tuple[dict[int, tuple[int, Any]
         cursor.execute(_LOAD_SQL, {"ids": list(delivery_ids), "sink": sink})
         rows = cursor.fetchall()
     for delivery_id, student_id, *event in rows:
-        event[6] = json.loads(event[6])  # jsonb comes as text (Django's loader); JSONField would parse it
+        if isinstance(event[_PAYLOAD], str):  # jsonb comes as text (Django's loader): JSONField parses it
+            event[_PAYLOAD] = json.loads(event[_PAYLOAD])
         found[delivery_id] = (student_id, event[0])
-        events[event[0]] = OutboxEvent.from_db(connection.alias, None, event)
+        events[event[0]] = OutboxEvent.from_db(connection.alias, _EVENT_FIELDS, event)
     return found, events
 
 
