@@ -209,7 +209,7 @@ def _apply(
 # at most the time its later handlers run: size chunks to about CHUNK_TARGET_SECONDS of handler time,
 # from the handler's recent time per delivery in this process (learnt from the first deliveries,
 # which run alone). Cheap handlers get up to MAX_CHUNK deliveries per COMMIT; a handler that takes more
-# than half the target (the domain handlers take 6-8 ms: several statements and an event each) runs
+# than half the target (the domain handlers take a few ms: several statements and an event each) runs
 # one delivery per transaction, as if chunks did not exist, so its locks are held no longer than before.
 CHUNK_TARGET_SECONDS = 0.002
 MAX_CHUNK = 100
