@@ -151,7 +151,7 @@ def _insert_series(
     for n, (start, end) in zip(numbers, series, strict=True):
         session = TrainingSession(
             id=ids[n],
-            purchase=purchase,
+            purchase_id=purchase.pk,  # not the instance: `sessions_generate`'s holds only what it read
             trainer_id=trainer_id,
             number=n,
             starts_at=start,
