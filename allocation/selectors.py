@@ -2,6 +2,7 @@
 earliest free series in it. Used by allocation (is there room?) and by the sessions app (take it)."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -14,8 +15,10 @@ from kernel.timezones import zone
 # One statement: the trainer's zone, windows, and busy time overlapping [from, until). The busy
 # lookup has the exclusion constraint's expressions and predicate, so it uses its GiST index; its
 # sessions are merged into runs (`range_agg`) and sent as epoch seconds, so a trainer booked solid for
-# weeks is a few numbers, not hundreds of timestamps to parse.
-_CALENDAR_SQL = """
+# weeks is a few numbers, not hundreds of timestamps to parse. Written as a query on a trainer id
+# expression so that the handlers' services can run it as a LATERAL subquery of their first statement
+# (one round trip for the purchase, its trainer(s) and the calendar; see `calendar_query`).
+_CALENDAR_QUERY = """
 SELECT t.timezone, w.days, w.starts, w.ends, b.lo, b.hi
 FROM allocation_trainer t
 CROSS JOIN LATERAL (
@@ -29,12 +32,30 @@ CROSS JOIN LATERAL (
     FROM unnest((
         SELECT range_agg(tstzrange(s.starts_at, s.ends_at)) FROM sessions_app_trainingsession s
         WHERE int8range(s.trainer_id, s.trainer_id, '[]') && int8range(t.id, t.id, '[]')
-          AND tstzrange(s.starts_at, s.ends_at) && tstzrange(%(from)s, %(until)s)
+          AND tstzrange(s.starts_at, s.ends_at) && tstzrange(%(from)s, {until})
           AND s.status = 'scheduled' AND s.id <> %(exclude)s
     )) AS r
 ) b
-WHERE t.id = %(trainer)s
+WHERE t.id = {trainer}
 """
+_CALENDAR_SQL = _CALENDAR_QUERY.format(trainer="%(trainer)s", until="%(until)s")
+
+
+def calendar_query(*, trainer: str, until: str) -> str:
+    """The calendar read as SQL text (at most one row: zone, weekdays, starts, ends, busy lows, busy
+    highs; `calendar_from_row` reads it) of the trainer whose id is the SQL expression `trainer`, with
+    busy time from the parameter `%(from)s` to the SQL expression `until`, leaving out session
+    `%(exclude)s` (0: none). For a caller's statement to join LATERAL; the expressions are the
+    caller's constant SQL, never values."""
+    return _CALENDAR_QUERY.format(trainer=trainer, until=until)
+
+
+def calendar_from_row(row: tuple[Any, ...] | list[Any]) -> Calendar:
+    """The `Calendar` of one row of `calendar_query` (its six columns, in order)."""
+    tz_name, weekdays, starts, ends, lows, highs = row
+    windows = [Window.from_times(d, s, e) for d, s, e in zip(weekdays or [], starts or [], ends or [], strict=True)]
+    busy = [(_instant(lo), _instant(hi)) for lo, hi in zip(lows or [], highs or [], strict=True)]
+    return Calendar(zone=zone(tz_name), windows=windows, busy=busy)
 
 
 def trainer_calendar(*, trainer_id: int, start: datetime, until: datetime, exclude_session_id: int = 0) -> Calendar:
@@ -51,10 +72,7 @@ def trainer_calendar(*, trainer_id: int, start: datetime, until: datetime, exclu
         row = cursor.fetchone()
     if row is None:
         raise LookupError(f"no trainer with id {trainer_id}")
-    tz_name, weekdays, starts, ends, lows, highs = row
-    windows = [Window.from_times(d, s, e) for d, s, e in zip(weekdays or [], starts or [], ends or [], strict=True)]
-    busy = [(_instant(lo), _instant(hi)) for lo, hi in zip(lows or [], highs or [], strict=True)]
-    return Calendar(zone=zone(tz_name), windows=windows, busy=busy)
+    return calendar_from_row(row)
 
 
 def _instant(epoch: float) -> datetime:
@@ -66,12 +84,17 @@ def earliest_start() -> datetime:
     return timezone.now() + timedelta(hours=settings.SCHEDULING_LEAD_HOURS)
 
 
+def horizon_end() -> datetime:
+    """The latest start of a series' first session: now plus the lead time plus the horizon."""
+    return earliest_start() + timedelta(weeks=settings.SCHEDULING_HORIZON_WEEKS)
+
+
 def free_series(
     *, trainer_id: int, count: int, minutes: int, earliest: datetime, exclude_session_id: int = 0
 ) -> list[tuple[datetime, datetime]] | None:
     """The trainer's earliest free weekly series from `earliest` (one read), or None if none starts
     within the horizon (counted from now plus the lead time)."""
-    until = earliest_start() + timedelta(weeks=settings.SCHEDULING_HORIZON_WEEKS)
+    until = horizon_end()
     if earliest > until:
         return None
     cal = trainer_calendar(
@@ -80,6 +103,14 @@ def free_series(
         until=until + timedelta(weeks=count, days=1),
         exclude_session_id=exclude_session_id,
     )
+    return series_in(cal, count=count, minutes=minutes, earliest=earliest, until=until)
+
+
+def series_in(
+    cal: Calendar, *, count: int, minutes: int, earliest: datetime, until: datetime
+) -> list[tuple[datetime, datetime]] | None:
+    """The earliest free weekly series in `cal` (read from `earliest` to `until` plus `count` weeks and
+    a day) starting from `earliest` and no later than `until`, or None."""
     if not scheduling.has_any_window(cal, minutes):
         return None
     return scheduling.first_free_series(

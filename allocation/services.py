@@ -1,20 +1,21 @@
 """Writers of allocations: choose a trainer for a purchase, waitlist it, release it, promote the waitlist."""
 
 import itertools
-from datetime import time
+from datetime import datetime, time
+from typing import NamedTuple
 
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from allocation.models import Allocation, AvailabilityWindow, Trainer
-from allocation.scheduling import Window
-from allocation.selectors import earliest_start, free_series
+from allocation.scheduling import Calendar, Window
+from allocation.selectors import calendar_from_row, calendar_query, earliest_start, free_series, horizon_end, series_in
 from kernel.errors import ApplicationError
 from kernel.timezones import UnknownTimezone, zone
 from outbox.services import Cause
 from purchases.events import purchase_event_emit
-from purchases.models import Course, Purchase
+from purchases.models import Purchase
 from purchases.services import student_resync_request
 
 
@@ -32,95 +33,172 @@ def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
     under that row's lock), so a transaction never holds one trainer while waiting for another. A
     CHECK constraint backs it. The slots are only looked at here; `sessions_generate` takes them.
     Composable: under the handler runner's transaction (or a promotion's) it takes no savepoint.
+
+    Three statements when a place is found (it was seven): the purchase's lock with everything read
+    to choose a trainer, the place with the allocation and the purchase's status, and the event.
     """
     with transaction.atomic(savepoint=False):
-        purchase = Purchase.objects.select_for_update(of=("self",)).select_related("course").get(id=purchase_id)
-        if purchase.status not in (Purchase.Status.PENDING, Purchase.Status.WAITLISTED):
-            return Allocation.objects.filter(purchase=purchase, released_at__isnull=True).first()
-        trainer, reason = _take_a_place(purchase.course)
-        if trainer is None and purchase.status == Purchase.Status.PENDING:
+        earliest, until = earliest_start(), horizon_end()
+        with connection.cursor() as cursor:
+            cursor.execute(_OPEN_SQL, {"purchase": purchase_id, "from": earliest, "horizon_end": until, "exclude": 0})
+            row = cursor.fetchone()
+        if row is None:
+            raise Purchase.DoesNotExist(f"no purchase with id {purchase_id}")
+        student_id, status, count, minutes, candidates, *calendar = row
+        if status not in (Purchase.Status.PENDING, Purchase.Status.WAITLISTED):
+            return Allocation.objects.filter(purchase_id=purchase_id, released_at__isnull=True).first()
+        purchase = Purchase(id=purchase_id, student_id=student_id, status=status)
+        purchase._state.adding, purchase._state.db = False, connection.alias
+        course = _Course(count, minutes)
+        # The first round's candidates and the least-loaded one's calendar come from the opening read.
+        opening = _Round(candidates or [], calendar_from_row(calendar) if candidates else None, earliest, until)
+        taken, reason = _take_a_place(purchase, course, opening)
+        if taken is None and status == Purchase.Status.PENDING:
             # Before waitlisting, serialise with refunds: either a refund that frees a place commits
             # first (and the second look sees it), or it waits until this purchase is on the waitlist
             # that its promotion handler will read. Without this, a place freed in between was lost.
             _lock_waitlist()
-            trainer, reason = _take_a_place(purchase.course)
-            if trainer is None:
+            taken, reason = _take_a_place(purchase, course, None)
+            if taken is None:
                 _waitlist(purchase, cause, reason)
                 return None
-        if trainer is None:
+        if taken is None:
             return None
-        allocation = _allocation_upsert(purchase, trainer)
-        purchase.status = Purchase.Status.ACTIVE
-        purchase.save(update_fields=["status", "updated_at"])
+        allocation, trainer_name = taken
         purchase_event_emit(
             purchase=purchase,
             type="trainer.allocated",
             payload={
                 "allocation_id": allocation.pk,
-                "status": purchase.status,
-                "trainer": {"id": trainer.pk, "name": trainer.name},
+                "status": Purchase.Status.ACTIVE,
+                "trainer": {"id": allocation.trainer_id, "name": trainer_name},
             },
             cause=cause,
         )
         return allocation
 
 
-def _allocation_upsert(purchase: Purchase, trainer: Trainer) -> Allocation:
-    """The purchase's allocation to `trainer`, in one statement: a purchase put back on the waitlist
-    (its last free slots went to a concurrent purchase) has a released allocation row to reuse."""
-    rows = Allocation.objects.raw(
-        f"INSERT INTO {Allocation._meta.db_table} (purchase_id, trainer_id, allocated_at, released_at) "
-        "VALUES (%s, %s, now(), NULL) ON CONFLICT (purchase_id) DO UPDATE "
-        "SET trainer_id = excluded.trainer_id, allocated_at = excluded.allocated_at, released_at = NULL "
-        "RETURNING *",
-        [purchase.pk, trainer.pk],
+# The purchase (locked), its course, the trainers with a free place (least loaded first) and the first
+# one's calendar in one round trip: it was four statements, three of them ORM querysets to compile.
+# The trainers and the calendar are read in the statement's snapshot, which may predate the lock's
+# wait; that is safe: a place is re-checked under the trainer's row lock when it is taken, a lost race
+# reads again, and the waitlist path reads again under its lock. The purchase's row is the latest
+# (a locking read returns the version it locked), so its status decides idempotency as before.
+_OPEN_SQL = """
+WITH p AS (
+    SELECT p.student_id, p.status, c.sessions_count, c.session_minutes
+    FROM purchases_purchase p JOIN purchases_course c ON c.id = p.course_id
+    WHERE p.id = %(purchase)s
+    FOR UPDATE OF p
+), candidates AS (
+    SELECT array_agg(t.id ORDER BY t.active_count, t.id) AS ids FROM allocation_trainer t
+    WHERE t.active_count < t.capacity AND EXISTS (SELECT FROM p WHERE p.status IN ('pending', 'waitlisted'))
+)
+SELECT p.student_id, p.status, p.sessions_count, p.session_minutes, candidates.ids, cal.*
+FROM p CROSS JOIN candidates LEFT JOIN LATERAL ({calendar}) cal ON true
+""".format(
+    calendar=calendar_query(
+        trainer="candidates.ids[1]",
+        until="%(horizon_end)s::timestamptz + make_interval(weeks => p.sessions_count, days => 1)",
     )
-    (allocation,) = rows
-    return allocation
+)
+
+# Take a place of the trainer, upsert the purchase's allocation (a purchase put back on the waitlist,
+# its last free slots gone to a concurrent purchase, has a released row to reuse) and make the purchase
+# active, in one round trip: three statements before. The allocation and the purchase change only if
+# the place was taken (`taken` is empty when the trainer filled up meanwhile: nothing is written).
+_TAKE_SQL = """
+WITH taken AS (
+    UPDATE allocation_trainer SET active_count = active_count + 1
+    WHERE id = %(trainer)s AND active_count < capacity
+    RETURNING id, name
+), allocation AS (
+    INSERT INTO allocation_allocation (purchase_id, trainer_id, allocated_at, released_at)
+    SELECT %(purchase)s, taken.id, %(now)s, NULL FROM taken
+    ON CONFLICT (purchase_id) DO UPDATE
+    SET trainer_id = excluded.trainer_id, allocated_at = excluded.allocated_at, released_at = NULL
+    RETURNING id
+), activated AS (
+    UPDATE purchases_purchase SET status = 'active', updated_at = %(now)s
+    WHERE id = %(purchase)s AND EXISTS (SELECT FROM taken)
+)
+SELECT allocation.id, taken.name FROM taken CROSS JOIN allocation
+"""
+
+_CANDIDATES_SQL = "SELECT id FROM allocation_trainer WHERE active_count < capacity ORDER BY active_count, id"
+
+
+class _Course(NamedTuple):
+    sessions_count: int
+    session_minutes: int
+
+
+class _Round(NamedTuple):
+    """Candidates already read, with the first one's calendar read in the same snapshot."""
+
+    candidates: list[int]
+    first_calendar: Calendar | None
+    earliest: datetime
+    until: datetime
 
 
 NO_CAPACITY = "no_capacity"
 NO_FREE_SLOT = "no_free_slot"
 
 
-def _take_a_place(course: Course) -> tuple[Trainer | None, str]:
-    """Increment the count of the least-loaded trainer with a place and a free series for `course`;
-    `(None, reason)` when there is none.
+def _take_a_place(
+    purchase: Purchase, course: _Course, opening: _Round | None
+) -> tuple[tuple[Allocation, str] | None, str]:
+    """Take a place of the least-loaded trainer with a place and a free series for `course` and make
+    `purchase` active on it: `((allocation, trainer name), "")`, or `(None, reason)` when there is none.
 
-    Candidates come from a fresh snapshot each round; one without a free series is skipped (one
-    calendar read each, before its row is touched); a lost race (the trainer filled up meanwhile)
-    moves on to the next one, and a round where every candidate was lost reads again, so a place
-    that exists is never missed.
+    Candidates come from a fresh snapshot each round (the first round's from `opening` when given);
+    one without a free series is skipped (one calendar read each, before its row is touched); a lost
+    race (the trainer filled up meanwhile) moves on to the next one, and a round where every candidate
+    was lost reads again, so a place that exists is never missed.
     """
     no_slot: set[int] = set()
     while True:
-        candidates = [
-            pk
-            for pk in Trainer.objects.filter(active_count__lt=F("capacity"))
-            .order_by("active_count", "id")
-            .values_list("id", flat=True)
-            if pk not in no_slot
-        ]
+        if opening is None:
+            with connection.cursor() as cursor:
+                cursor.execute(_CANDIDATES_SQL)
+                candidates = [pk for (pk,) in cursor.fetchall() if pk not in no_slot]
+            first_calendar = None
+        else:
+            candidates, first_calendar = opening.candidates, opening.first_calendar
         if not candidates:
             return None, NO_FREE_SLOT if no_slot else NO_CAPACITY
         for trainer_id in candidates:
-            series = free_series(
-                trainer_id=trainer_id,
-                count=course.sessions_count,
-                minutes=course.session_minutes,
-                earliest=earliest_start(),
-            )
+            if first_calendar is not None and opening is not None and trainer_id == candidates[0]:
+                series = series_in(
+                    first_calendar,
+                    count=course.sessions_count,
+                    minutes=course.session_minutes,
+                    earliest=opening.earliest,
+                    until=opening.until,
+                )
+            else:
+                series = free_series(
+                    trainer_id=trainer_id,
+                    count=course.sessions_count,
+                    minutes=course.session_minutes,
+                    earliest=earliest_start(),
+                )
             if series is None:
                 no_slot.add(trainer_id)
                 continue
-            # Take the place and read the trainer back in one statement.
-            taken = Trainer.objects.raw(
-                f"UPDATE {Trainer._meta.db_table} SET active_count = active_count + 1 "
-                "WHERE id = %s AND active_count < capacity RETURNING *",
-                [trainer_id],
-            )
-            for trainer in taken:
-                return trainer, ""
+            now = timezone.now()
+            with connection.cursor() as cursor:
+                cursor.execute(_TAKE_SQL, {"trainer": trainer_id, "purchase": purchase.pk, "now": now})
+                row = cursor.fetchone()
+            if row is not None:
+                allocation = Allocation(
+                    id=row[0], purchase_id=purchase.pk, trainer_id=trainer_id, allocated_at=now, released_at=None
+                )
+                allocation._state.adding, allocation._state.db = False, connection.alias
+                purchase.status, purchase.updated_at = Purchase.Status.ACTIVE, now
+                return (allocation, row[1]), ""
+        opening = None
 
 
 WAITLIST_LOCK = 7_240_001  # pg_advisory_xact_lock key: "the waitlist and freed places"

@@ -15,6 +15,7 @@ transaction" check (docs/architecture.md) sees the chunk's events together; each
 event, so this matters only for a handler that changes another delivery's purchase without an event.
 """
 
+import json
 import logging
 import time
 import traceback
@@ -24,7 +25,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection, transaction
 
 from outbox import deliveries, metrics, registry
-from outbox.models import Delivery, OutboxEvent
+from outbox.models import OutboxEvent
 from outbox.services import NOTIFY_CHANNEL
 
 logger = logging.getLogger(__name__)
@@ -43,22 +44,23 @@ def run_handler_batch(*, sink: str, delivery_ids: list[int]) -> None:
 
 def _run_batch(*, sink: str, delivery_ids: list[int]) -> None:
     handler = registry.get(sink)
-    # The batch's deliveries and their (immutable) events in two queries, not two per delivery.
+    # Each delivery's student and event, filled in by `_apply` from the statement that locks it: the
+    # batch is not read beforehand (that read was a round trip per task). Events are immutable.
     found: dict[int, tuple[int, Any]] = {}
     events: dict[Any, OutboxEvent] = {}
-    for delivery in Delivery.objects.filter(id__in=delivery_ids, sink=sink).select_related("event"):
-        found[delivery.pk] = (delivery.student_id, delivery.event_id)
-        events[delivery.event_id] = delivery.event
-    ids = [d for d in delivery_ids if d in found]
+    ids = list(delivery_ids)
     blocked: set[int] = set()  # students whose stream stopped in this batch
     pos = 0
     while pos < len(ids):
         size = _chunk_size(sink)
         chunk, pos = ids[pos : pos + size], pos + size
-        held = [d for d in chunk if found[d][0] in blocked]
+        # A delivery whose student is known to be blocked goes back without a transaction; the others
+        # are checked by `_apply` itself (an open earlier delivery makes them wait), so order holds
+        # whether or not this batch has seen their student yet.
+        held = [d for d in chunk if d in found and found[d][0] in blocked]
         if held:
             deliveries.release(held)
-        chunk = [d for d in chunk if found[d][0] not in blocked]
+        chunk = [d for d in chunk if d not in held]
         if len(chunk) > 1:
             started = time.perf_counter()
             try:
@@ -80,6 +82,20 @@ def _run_batch(*, sink: str, delivery_ids: list[int]) -> None:
             _run_alone(handler, delivery_id, found, events, blocked)
 
 
+# The events are read by `_APPLY_SQL` with the deliveries it locks (a separate read of the batch, and
+# before that the ORM's `Delivery.objects...select_related("event")`, whose compile and model building
+# were a tenth of the worker's CPU) and built as the ORM builds them: `from_db`, every column in the
+# model's field order, so handlers read the same event.
+_EVENT_FIELDS = [f.attname for f in OutboxEvent._meta.concrete_fields]
+_PAYLOAD = _EVENT_FIELDS.index("payload")
+
+
+def _event(columns: list[Any]) -> OutboxEvent:
+    if isinstance(columns[_PAYLOAD], str):  # jsonb comes as text (Django's loader): JSONField parses it
+        columns[_PAYLOAD] = json.loads(columns[_PAYLOAD])
+    return OutboxEvent.from_db(connection.alias, _EVENT_FIELDS, columns)
+
+
 def _run_alone(
     handler: registry.Handler,
     delivery_id: int,
@@ -88,19 +104,18 @@ def _run_alone(
     blocked: set[int],
 ) -> None:
     """One delivery in a transaction of its own: a failure is this delivery's alone."""
-    student_id, event_id = found[delivery_id]
-    if student_id in blocked:
-        deliveries.release([delivery_id])
-        return
-    context = {"delivery_id": delivery_id, "sink": handler.name, "event_id": event_id}
-    context["correlation_id"] = events[event_id].correlation_id
     started = time.perf_counter()
     try:
         stuck = _apply(handler, [delivery_id], found, events, lock_timeout=None)
     except SoftTimeLimitExceeded:
         raise
     except Exception as exc:
-        blocked.add(student_id)
+        # What `_apply` read before the failure names the event (nothing, if its statement failed).
+        student_id, event_id = found.get(delivery_id, (None, None))
+        if student_id is not None:
+            blocked.add(student_id)
+        context = {"delivery_id": delivery_id, "sink": handler.name, "event_id": event_id}
+        context["correlation_id"] = events[event_id].correlation_id if event_id in events else None
         metrics.HANDLER_FAILURES.labels(handler.name).inc()
         logger.exception("handler %s failed on delivery %s", handler.name, delivery_id, extra=context)
         deliveries.settle_failed(
@@ -108,24 +123,25 @@ def _run_alone(
         )
         return
     if stuck:  # an earlier delivery of the stream is still open: this one must wait its turn
-        blocked.add(student_id)
+        blocked.add(found[delivery_id][0])
         deliveries.release(stuck)
         return
     metrics.HANDLER_SECONDS.labels(handler.name).observe(time.perf_counter() - started)
 
 
-# One round trip for a whole chunk, in its transaction: lock the deliveries, re-check each is still
-# open and is its stream's next (no open delivery before it, other than chunk members, which this
-# statement settles in the same go, unless dead), record their inbox rows and mark them done. The
+# One round trip for a whole chunk, in its transaction: lock the deliveries (of this sink: an id of
+# another is ignored), re-check each is still open and is its stream's next (no open delivery before
+# it, other than chunk members, which this statement settles in the same go, unless dead), record
+# their inbox rows, mark them done and return their students and events. The
 # handlers then run in the same transaction: if one raises, all of it rolls back. And NOTIFY (sent at
 # COMMIT): these streams' next deliveries are claimable then, so the relays need not wait for their
 # next poll (a student's backlog would move one delivery per poll).
-_APPLY_SQL = """
+_APPLY_SQL = f"""
 WITH target AS (
     SELECT id, sink, student_id, seq, status, event_id FROM outbox_delivery
-    WHERE id = ANY(%(ids)s) ORDER BY id FOR UPDATE
+    WHERE id = ANY(%(ids)s) AND sink = %(handler)s ORDER BY id FOR UPDATE
 ), state AS (
-    SELECT t.id, t.event_id,
+    SELECT t.id, t.event_id, t.student_id,
            t.status IN ('done', 'dead') AS closed,
            EXISTS (
                SELECT 1 FROM outbox_delivery e
@@ -142,8 +158,9 @@ WITH target AS (
     UPDATE outbox_delivery d SET status = 'done', last_error = '', done_at = now()
     FROM state s WHERE d.id = s.id AND NOT s.closed AND NOT s.earlier_open
 )
-SELECT s.id, s.closed, s.earlier_open, s.event_id IN (SELECT event_id FROM inbox)
-FROM state s CROSS JOIN (SELECT pg_notify(%(channel)s, '')) AS wake
+SELECT s.id, s.closed, s.earlier_open, s.event_id IN (SELECT event_id FROM inbox), s.student_id,
+       {", ".join(f"e.{f.column}" for f in OutboxEvent._meta.concrete_fields)}
+FROM state s JOIN outbox_outboxevent e ON e.id = s.event_id CROSS JOIN (SELECT pg_notify(%(channel)s, '')) AS wake
 """
 
 
@@ -161,7 +178,12 @@ def _apply(
         if lock_timeout:
             cursor.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
         cursor.execute(_APPLY_SQL, {"ids": ids, "handler": handler.name, "channel": NOTIFY_CHANNEL})
-        state = {row[0]: row[1:] for row in cursor.fetchall()}
+        state = {}
+        for delivery_id, closed, earlier_open, first_time, student_id, *event in cursor.fetchall():
+            state[delivery_id] = (closed, earlier_open, first_time)
+            found[delivery_id] = (student_id, event[0])
+            if event[0] not in events:
+                events[event[0]] = _event(event)
         stuck = []
         for delivery_id in ids:
             if delivery_id not in state:  # purged meanwhile
@@ -185,7 +207,7 @@ def _apply(
 # at most the time its later handlers run: size chunks to about CHUNK_TARGET_SECONDS of handler time,
 # from the handler's recent time per delivery in this process (learnt from the first deliveries,
 # which run alone). Cheap handlers get up to MAX_CHUNK deliveries per COMMIT; a handler that takes more
-# than half the target (the domain handlers take 6-8 ms: several statements and an event each) runs
+# than half the target (the domain handlers take a few ms: several statements and an event each) runs
 # one delivery per transaction, as if chunks did not exist, so its locks are held no longer than before.
 CHUNK_TARGET_SECONDS = 0.002
 MAX_CHUNK = 100

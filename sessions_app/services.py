@@ -13,8 +13,7 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from allocation.models import Allocation
-from allocation.selectors import earliest_start, free_series
+from allocation.selectors import calendar_from_row, calendar_query, earliest_start, free_series, horizon_end, series_in
 from allocation.services import allocation_waitlist
 from outbox.services import Cause
 from purchases.events import purchase_event_emit
@@ -26,6 +25,24 @@ logger = logging.getLogger(__name__)
 
 # Each lost race means a concurrent writer committed sessions there; a bound keeps a bug from looping.
 MAX_ATTEMPTS = 100
+
+# The purchase's lock with what generation needs of it and its course: raw SQL, not a select_for_update
+# queryset, whose compile (and two model instances) cost more than the round trip.
+_LOCK_SQL = """
+SELECT p.student_id, p.status, c.sessions_count, c.session_minutes
+FROM purchases_purchase p JOIN purchases_course c ON c.id = p.course_id
+WHERE p.id = %s
+FOR NO KEY UPDATE OF p
+"""
+
+# Whether the purchase has sessions, its active allocation's trainer and that trainer's calendar in
+# one read after the lock: three statements before (two of them ORM querysets).
+_READ_SQL = """
+SELECT EXISTS (SELECT FROM sessions_app_trainingsession s WHERE s.purchase_id = %(purchase)s), a.trainer_id, cal.*
+FROM (SELECT) AS one
+LEFT JOIN allocation_allocation a ON a.purchase_id = %(purchase)s AND a.released_at IS NULL
+LEFT JOIN LATERAL ({calendar}) cal ON true
+""".format(calendar=calendar_query(trainer="a.trainer_id", until="%(until)s"))
 
 _INSERT_SQL = """
 INSERT INTO sessions_app_trainingsession (purchase_id, trainer_id, number, starts_at, ends_at, duration_minutes, status)
@@ -50,40 +67,52 @@ def sessions_generate(*, purchase_id: int, cause: Cause) -> list[TrainingSession
     series left, the purchase goes back to the waitlist (`allocation.waitlisted`, reason
     `no_free_slot`) and its place is freed. Idempotent: a purchase that already has sessions, or
     that is not active with a trainer, is left alone (returns its existing sessions).
+
+    Four statements when it places the series (it was six): the purchase's lock, then (seeing what
+    the lock's holder committed) its sessions, allocation and the trainer's calendar in one read, the
+    insert and the event.
     """
     with transaction.atomic(savepoint=False):
         # Lock the purchase only (not the joined course: every webhook's FK check takes KEY SHARE on it).
-        purchase = (
-            Purchase.objects.select_for_update(no_key=True, of=("self",)).select_related("course").get(id=purchase_id)
-        )
-        existing = list(TrainingSession.objects.filter(purchase=purchase).order_by("number"))
-        allocation = Allocation.objects.filter(purchase=purchase, released_at__isnull=True).first()
-        if existing or allocation is None or purchase.status != Purchase.Status.ACTIVE:
-            return existing
-        course = purchase.course
-        for _ in range(MAX_ATTEMPTS):
-            series = free_series(
-                trainer_id=allocation.trainer_id,
-                count=course.sessions_count,
-                minutes=course.session_minutes,
-                earliest=earliest_start(),
+        with connection.cursor() as cursor:
+            cursor.execute(_LOCK_SQL, [purchase_id])
+            row = cursor.fetchone()
+            if row is None:
+                raise Purchase.DoesNotExist(f"no purchase with id {purchase_id}")
+            student_id, status, count, minutes = row
+            # After the lock, so that it sees what the lock's holder committed.
+            earliest, until = earliest_start(), horizon_end()
+            cursor.execute(
+                _READ_SQL,
+                {
+                    "purchase": purchase_id,
+                    "from": earliest,
+                    "until": until + timedelta(weeks=count, days=1),
+                    "exclude": 0,
+                },
             )
+            has_sessions, trainer_id, *calendar = cursor.fetchone()
+        if has_sessions or trainer_id is None or status != Purchase.Status.ACTIVE:
+            return list(TrainingSession.objects.filter(purchase_id=purchase_id).order_by("number"))
+        purchase = Purchase(id=purchase_id, student_id=student_id, status=status)
+        purchase._state.adding, purchase._state.db = False, connection.alias
+        series = series_in(calendar_from_row(calendar), count=count, minutes=minutes, earliest=earliest, until=until)
+        for _ in range(MAX_ATTEMPTS):
             if series is None:
                 allocation_waitlist(purchase=purchase, reason="no_free_slot", cause=cause)
                 return []
-            sessions = _insert_series(purchase, allocation.trainer_id, series, course.session_minutes)
+            sessions = _insert_series(purchase, trainer_id, series, minutes)
             if sessions is not None:
                 break
-            logger.info(
-                "purchase %s lost a race for slots of trainer %s: next free series", purchase.pk, allocation.trainer_id
-            )
+            logger.info("purchase %s lost a race for slots of trainer %s: next free series", purchase.pk, trainer_id)
+            series = free_series(trainer_id=trainer_id, count=count, minutes=minutes, earliest=earliest_start())
         else:
             raise RuntimeError(f"purchase {purchase.pk}: no series placed after {MAX_ATTEMPTS} attempts")
         purchase_event_emit(
             purchase=purchase,
             type="sessions.generated",
             payload={
-                "trainer_id": allocation.trainer_id,
+                "trainer_id": trainer_id,
                 "sessions": [_session_data(s) for s in sessions],
             },
             cause=cause,
@@ -122,7 +151,7 @@ def _insert_series(
     for n, (start, end) in zip(numbers, series, strict=True):
         session = TrainingSession(
             id=ids[n],
-            purchase=purchase,
+            purchase_id=purchase.pk,  # not the instance: `sessions_generate`'s holds only what it read
             trainer_id=trainer_id,
             number=n,
             starts_at=start,
