@@ -115,7 +115,7 @@ def claim(*, relay_id: str, limit: int) -> list[Claimed]:
 
     Commits without waiting for the disk (`RELAY_COMMIT`), if it runs in a transaction of its own.
     """
-    _without_jit()
+    _relay_session()
     sql = _claim_sql(int(limit), float(settings.OUTBOX_LEASE_SECONDS), float(settings.OUTBOX_HANDLER_LEASE_SECONDS))
     rows = _execute_prepared(sql, {"relay": relay_id})
     claimed = [
@@ -141,10 +141,10 @@ def _execute_prepared(sql: str, params: dict[str, Any] | list[Any]) -> list[tupl
     """Run one of the relay's per-batch statements as a server-side prepared statement, on Django's
     connection (its transaction, if one is open), and return its rows.
 
-    Django's cursors bind parameters on the client and so are never prepared: PostgreSQL parsed and
-    planned the claim on every batch, and the planning (0.7 ms) took longer than running it when
-    nothing is backlogged (PostgreSQL backend CPU per claim + settle: 3.9 -> 1.9 ms). psycopg prepares a
-    statement per connection and text, once; its errors are Django's, as from a Django cursor."""
+    Django's cursors bind parameters on the client and so are never prepared: PostgreSQL parsed the
+    claim on every batch. Prepared, only its planning is left, and the relay's session keeps that
+    (custom plans, see `_relay_session`), so each claim is planned for the table as it is. psycopg
+    prepares a statement per connection and text, once; its errors are Django's, as from a Django cursor."""
     connection.ensure_connection()
     raw = connection.connection
     assert raw is not None
@@ -175,22 +175,33 @@ def _message(row: tuple[Any, ...]) -> dict[str, object] | None:
     return event.as_message()
 
 
-# Connections (of this process) whose session already has JIT off.
-_jit_off: "weakref.WeakSet[object]" = weakref.WeakSet()
+# Connections (of this process) whose session is already set up for the relay's statements.
+_relay_sessions: "weakref.WeakSet[object]" = weakref.WeakSet()
 
 
-def _without_jit() -> None:
-    """Turn PostgreSQL's JIT off for this session. The claim's cost estimate grows with the backlog and
-    crosses jit_above_cost, and compiling it then took longer than running it (60 ms against 25 ms
-    for 500 deliveries out of a 200,000 backlog)."""
+def _relay_session() -> None:
+    """Set up this session for the relay's claim, once per connection.
+
+    JIT off: the claim's cost estimate grows with the backlog and crosses jit_above_cost, and compiling
+    it then took longer than running it (60 ms against 25 ms for 500 deliveries out of a 200,000
+    backlog).
+
+    Custom plans only: the claim and the settle are prepared (`_execute_prepared`), and left to itself
+    PostgreSQL switches a prepared statement to a generic plan after five runs and keeps it. A relay
+    starts on a small or empty outbox table, and the plan it cached then was still used once the table
+    had grown: claims took 50 ms to 1.1 s at 50 purchases/s, and the relay's backend CPU per purchase
+    doubled. A custom plan costs the planning again (about 0.7 ms per claim) but sees the table as it
+    is; the parse is still saved.
+    """
     connection.ensure_connection()
     raw = connection.connection
-    if raw is not None and raw in _jit_off:
+    if raw is not None and raw in _relay_sessions:
         return
     with connection.cursor() as cursor:
         cursor.execute("SET jit = off")
+        cursor.execute("SET plan_cache_mode = force_custom_plan")
     if raw is not None and not connection.in_atomic_block:  # else a rollback would undo it
-        _jit_off.add(raw)
+        _relay_sessions.add(raw)
 
 
 def settle_done(ids: list[int]) -> None:

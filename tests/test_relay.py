@@ -278,8 +278,8 @@ def test_the_enqueued_tasks_args_text_is_celerys() -> None:
 
 
 def test_the_claim_and_the_settle_are_prepared_once_per_connection(student: Any, course: Course) -> None:
-    """Planning the claim took longer than running it at no backlog (deliveries._execute_prepared):
-    both of the relay's per-batch statements are server-side prepared statements, reused batch after batch."""
+    """PostgreSQL parsed the claim on every batch (deliveries._execute_prepared): both of the relay's
+    per-batch statements are server-side prepared statements, reused batch after batch."""
 
     def prepared() -> Counter[str]:
         """Runs of this connection's prepared statements by first word (WITH: the claim, UPDATE: the
@@ -297,3 +297,18 @@ def test_the_claim_and_the_settle_are_prepared_once_per_connection(student: Any,
         claimed = deliveries.claim(relay_id="a", limit=10)
         deliveries.settle_done([c.id for c in claimed])
     assert prepared() - before == Counter({"WITH": 3, "UPDATE": 3})
+
+
+def test_the_relays_prepared_statements_are_planned_for_the_table_as_it_is(student: Any, course: Course) -> None:
+    """A generic plan cached while the outbox table was small made claims take up to a second once it had
+    grown (deliveries._relay_session): the relay's session plans every run afresh, never generically."""
+    for i in range(8):  # PostgreSQL would consider a generic plan from the sixth run on
+        buy(student, course, f"plan_{i}")
+        claimed = deliveries.claim(relay_id="a", limit=10)
+        deliveries.settle_done([c.id for c in claimed])
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone()[0] == "force_custom_plan"
+        cursor.execute("SELECT sum(generic_plans), sum(custom_plans) FROM pg_prepared_statements")
+        generic, custom = cursor.fetchone()
+    assert generic == 0 and custom >= 16
