@@ -34,24 +34,17 @@ def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
     CHECK constraint backs it. The slots are only looked at here; `sessions_generate` takes them.
     Composable: under the handler runner's transaction (or a promotion's) it takes no savepoint.
 
-    Three statements when a place is found (it was seven): the purchase's lock with everything read
-    to choose a trainer, the place with the allocation and the purchase's status, and the event.
+    Three statements when a place is found and the purchase is not locked by another writer: the
+    purchase's lock with everything read to choose a trainer, the place with the allocation and the
+    purchase's status, and the event.
     """
     with transaction.atomic(savepoint=False):
-        earliest, until = earliest_start(), horizon_end()
-        with connection.cursor() as cursor:
-            cursor.execute(_OPEN_SQL, {"purchase": purchase_id, "from": earliest, "horizon_end": until, "exclude": 0})
-            row = cursor.fetchone()
-        if row is None:
-            raise Purchase.DoesNotExist(f"no purchase with id {purchase_id}")
-        student_id, status, count, minutes, candidates, *calendar = row
+        (student_id, status, count, minutes), opening = _open(purchase_id)
         if status not in (Purchase.Status.PENDING, Purchase.Status.WAITLISTED):
             return Allocation.objects.filter(purchase_id=purchase_id, released_at__isnull=True).first()
         purchase = Purchase(id=purchase_id, student_id=student_id, status=status)
         purchase._state.adding, purchase._state.db = False, connection.alias
         course = _Course(count, minutes)
-        # The first round's candidates and the least-loaded one's calendar come from the opening read.
-        opening = _Round(candidates or [], calendar_from_row(calendar) if candidates else None, earliest, until)
         taken, reason = _take_a_place(purchase, course, opening)
         if taken is None and status == Purchase.Status.PENDING:
             # Before waitlisting, serialise with refunds: either a refund that frees a place commits
@@ -80,16 +73,19 @@ def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
 
 # The purchase (locked), its course, the trainers with a free place (least loaded first) and the first
 # one's calendar in one round trip: it was four statements, three of them ORM querysets to compile.
-# The trainers and the calendar are read in the statement's snapshot, which may predate the lock's
-# wait; that is safe: a place is re-checked under the trainer's row lock when it is taken, a lost race
-# reads again, and the waitlist path reads again under its lock. The purchase's row is the latest
-# (a locking read returns the version it locked), so its status decides idempotency as before.
+# The trainers and the calendar are read in the statement's snapshot, taken before the lock: so the
+# lock is taken only if it is free (SKIP LOCKED). Had the statement waited for it, a place freed by a
+# refund committed meanwhile would be missing from that snapshot, and a waitlisted purchase being
+# promoted would be passed over (the pending path reads again under the waitlist lock, but a
+# promotion does not). A locked purchase returns no row: then `_LOCK_SQL` waits for the lock, and the
+# trainers are read afresh after it. A place is re-checked under the trainer's row lock when taken
+# either way, and a lost race reads again.
 _OPEN_SQL = """
 WITH p AS (
     SELECT p.student_id, p.status, c.sessions_count, c.session_minutes
     FROM purchases_purchase p JOIN purchases_course c ON c.id = p.course_id
     WHERE p.id = %(purchase)s
-    FOR UPDATE OF p
+    FOR UPDATE OF p SKIP LOCKED
 ), candidates AS (
     SELECT array_agg(t.id ORDER BY t.active_count, t.id) AS ids FROM allocation_trainer t
     WHERE t.active_count < t.capacity AND EXISTS (SELECT FROM p WHERE p.status IN ('pending', 'waitlisted'))
@@ -125,6 +121,15 @@ WITH taken AS (
 SELECT allocation.id, taken.name FROM taken CROSS JOIN allocation
 """
 
+# The purchase's lock when `_OPEN_SQL` found it taken: waits, then returns what `_OPEN_SQL` returns
+# before its candidates.
+_LOCK_SQL = """
+SELECT p.student_id, p.status, c.sessions_count, c.session_minutes
+FROM purchases_purchase p JOIN purchases_course c ON c.id = p.course_id
+WHERE p.id = %(purchase)s
+FOR UPDATE OF p
+"""
+
 _CANDIDATES_SQL = "SELECT id FROM allocation_trainer WHERE active_count < capacity ORDER BY active_count, id"
 
 
@@ -140,6 +145,25 @@ class _Round(NamedTuple):
     first_calendar: Calendar | None
     earliest: datetime
     until: datetime
+
+
+def _open(purchase_id: int) -> tuple[tuple[int, str, int, int], _Round | None]:
+    """Lock the purchase; return its student, status and course's sessions count and minutes, and the
+    first round of candidates (None when the lock had to be waited for: they are read afresh then)."""
+    earliest, until = earliest_start(), horizon_end()
+    with connection.cursor() as cursor:
+        cursor.execute(_OPEN_SQL, {"purchase": purchase_id, "from": earliest, "horizon_end": until, "exclude": 0})
+        row = cursor.fetchone()
+        if row is not None:
+            student_id, status, count, minutes, candidates, *calendar = row
+            first_calendar = calendar_from_row(calendar) if candidates else None
+            return (student_id, status, count, minutes), _Round(candidates or [], first_calendar, earliest, until)
+        # Locked by a concurrent writer (a promotion, a refund), or no such purchase.
+        cursor.execute(_LOCK_SQL, {"purchase": purchase_id})
+        locked = cursor.fetchone()
+    if locked is None:
+        raise Purchase.DoesNotExist(f"no purchase with id {purchase_id}")
+    return locked, None
 
 
 NO_CAPACITY = "no_capacity"

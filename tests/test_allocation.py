@@ -5,16 +5,18 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.db.models import Count, Q
 
 from allocation.models import Allocation, Trainer
 from allocation.services import trainer_allocate
+from flows.refunds import purchase_refund
 from outbox.models import OutboxEvent
 from outbox.services import Cause
 from purchases.models import Course, Purchase
 from purchases.services import purchase_create
 from tests.support.trainers import available_trainer
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,6 +33,17 @@ def _purchases(student: Any, course: Course, n: int) -> list[Purchase]:
         ).purchase
         for i in range(n)
     ]
+
+
+def _buy(student: Any, course: Course, payment_id: str) -> Purchase:
+    return purchase_create(
+        payment_id=payment_id,
+        student_id=student.pk,
+        course_id=course.pk,
+        amount=Decimal("1"),
+        currency="EUR",
+        actor="t",
+    ).purchase
 
 
 def _cause(purchase: Purchase) -> Cause:
@@ -84,3 +97,45 @@ def test_capacity_is_never_exceeded_by_concurrent_allocations(make_student: Any,
         assert trainer.active_count == trainer.n
     assert Purchase.objects.filter(status=Purchase.Status.ACTIVE).count() == sum(capacities)
     assert Purchase.objects.filter(status=Purchase.Status.WAITLISTED).count() == len(purchases) - sum(capacities)
+
+
+def test_a_promotion_that_waited_for_the_purchase_sees_a_place_freed_meanwhile(student: Any, course: Course) -> None:
+    """trainer_allocate reads the trainers in the snapshot of the statement that locks the purchase; had
+    it waited for that lock, a refund committed meanwhile would be missing from it, and a waitlisted
+    purchase being promoted would be passed over although its trainer now has a place."""
+    solo = available_trainer("Solo", 1)
+    first = _buy(student, course, "pay_first")
+    assert trainer_allocate(purchase_id=first.pk, cause=Cause(actor="t", correlation_id="pay_first")) is not None
+    waiting = _buy(student, course, "pay_waiting")
+    assert trainer_allocate(purchase_id=waiting.pk, cause=Cause(actor="t", correlation_id="pay_waiting")) is None
+    waiting.refresh_from_db()
+    assert waiting.status == Purchase.Status.WAITLISTED
+
+    holder = connections.create_connection("default")  # another writer holding the purchase, e.g. a promotion
+    holder.set_autocommit(False)
+    with holder.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM purchases_purchase WHERE id = %s FOR UPDATE", [waiting.pk])
+
+    def promote() -> Any:
+        try:
+            return trainer_allocate(purchase_id=waiting.pk, cause=Cause(actor="t", correlation_id="pay_waiting"))
+        finally:
+            connections.close_all()
+
+    def blocked_on_a_lock() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            return cursor.fetchone()[0] > 0
+
+    with ThreadPoolExecutor(1) as pool:
+        promoted = pool.submit(promote)
+        wait_until(blocked_on_a_lock, what="the promotion waiting for the purchase's lock")
+        purchase_refund(payment_id="pay_first", actor="test")  # frees Solo's only place, and commits
+        holder.commit()
+        holder.close()
+        allocation = promoted.result(timeout=20)
+    assert allocation is not None and allocation.trainer_id == solo.pk
+    waiting.refresh_from_db()
+    assert waiting.status == Purchase.Status.ACTIVE
