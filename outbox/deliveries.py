@@ -144,7 +144,12 @@ def _execute_prepared(sql: str, params: dict[str, Any] | list[Any]) -> list[tupl
     Django's cursors bind parameters on the client and so are never prepared: PostgreSQL parsed the
     claim on every batch. Prepared, only its planning is left, and the relay's session keeps that
     (custom plans, see `_relay_session`), so each claim is planned for the table as it is. psycopg
-    prepares a statement per connection and text, once; its errors are Django's, as from a Django cursor."""
+    prepares a statement per connection and text, once; its errors are Django's, as from a Django cursor.
+    With `RELAY_DB_PREPARE` off (a transaction-mode pooler), a plain statement."""
+    if not settings.RELAY_DB_PREPARE:
+        with connection.cursor() as plain:
+            plain.execute(sql, params)
+            return plain.fetchall() if plain.description is not None else []
     connection.ensure_connection()
     raw = connection.connection
     assert raw is not None
@@ -199,7 +204,8 @@ def _relay_session() -> None:
         return
     with connection.cursor() as cursor:
         cursor.execute("SET jit = off")
-        cursor.execute("SET plan_cache_mode = force_custom_plan")
+        if settings.RELAY_DB_PREPARE:
+            cursor.execute("SET plan_cache_mode = force_custom_plan")
     if raw is not None and not connection.in_atomic_block:  # else a rollback would undo it
         _relay_sessions.add(raw)
 

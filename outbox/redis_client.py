@@ -20,9 +20,14 @@ from redis.retry import Retry
 Command = tuple[Any, ...]
 
 
+FAIL_FAST_SECONDS = 2
+
+
 @cache
 def fail_fast_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+    return redis.Redis.from_url(
+        url, socket_timeout=FAIL_FAST_SECONDS, socket_connect_timeout=FAIL_FAST_SECONDS, retry=Retry(NoBackoff(), 0)
+    )
 
 
 class Script:

@@ -19,6 +19,7 @@ from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 
 from outbox import readcache
+from outbox.redis_client import FAIL_FAST_SECONDS
 from outbox.relay import channels_redis_batch, push
 from outbox.relay.channels_redis_batch import CHECKED_VERSIONS, GROUP_SEND_LUA, BatchSender, supports
 
@@ -170,3 +171,16 @@ def test_an_unchecked_version_falls_back_to_the_public_group_send(monkeypatch: p
 
     asyncio.run(scenario())
     assert [g for g, _ in sent] == ["g.a", "g.b"]
+
+
+def test_its_clients_fail_fast_whatever_the_layers_timeouts() -> None:
+    """The layer's timeouts are sized for its consumers' blocking reads; the relay's push must meet a
+    hung Redis within seconds (its batch is retried, its heartbeat goes on)."""
+    layer = RedisChannelLayer(hosts=[{"address": "redis://127.0.0.1:6379/0", "socket_timeout": 10}])
+    sender = BatchSender(layer)
+    try:
+        kwargs = sender.client(0).connection_pool.connection_kwargs
+        assert kwargs["socket_timeout"] == FAIL_FAST_SECONDS
+        assert kwargs["socket_connect_timeout"] == FAIL_FAST_SECONDS
+    finally:
+        sender.close()

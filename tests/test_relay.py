@@ -312,3 +312,21 @@ def test_the_relays_prepared_statements_are_planned_for_the_table_as_it_is(stude
         cursor.execute("SELECT sum(generic_plans), sum(custom_plans) FROM pg_prepared_statements")
         generic, custom = cursor.fetchone()
     assert generic == 0 and custom >= 16
+
+
+def test_with_relay_db_prepare_off_the_claim_and_the_settle_are_plain_statements(
+    student: Any, course: Course, settings: Any
+) -> None:
+    """RELAY_DB_PREPARE=0, for a transaction-mode pooler: nothing is prepared on the relay's connection."""
+    settings.RELAY_DB_PREPARE = False
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        before = cursor.fetchone()[0]
+    for i in range(3):
+        buy(student, course, f"plain_{i}")
+        claimed = deliveries.claim(relay_id="a", limit=10)
+        assert claimed
+        deliveries.settle_done([c.id for c in claimed])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        assert cursor.fetchone()[0] == before

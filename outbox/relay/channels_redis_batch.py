@@ -32,7 +32,7 @@ from channels_redis.core import RedisChannelLayer
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from outbox.redis_client import Command, Script, run_pipeline
+from outbox.redis_client import FAIL_FAST_SECONDS, Command, Script, run_pipeline
 
 # The relay's modules share one logger, "outbox.relay" (log filters and alerts match that name).
 logger = logging.getLogger("outbox.relay")
@@ -89,13 +89,17 @@ class BatchSender:
         return next((i for i, host in enumerate(self.layer.hosts) if host["address"] == url), None)
 
     def client(self, index: int) -> redis.Redis:
-        """The shard's client: the layer's host configuration (URL, timeouts, pool bounds, as the
+        """The shard's client: the layer's host configuration (URL, pool bounds, as the
         layer's own `create_pool` reads it), blocking instead of asyncio. No client-side retries, like
         the outbox's other clients (`outbox.redis_client`): a failed batch is retried by the relay."""
         if index not in self._clients:
             host = dict(self.layer.hosts[index])
             address = host.pop("address")
             host["retry"] = Retry(NoBackoff(), 0)
+            # The layer's timeouts are sized for its consumers' blocking reads (10 s); the relay never
+            # blocks on Redis and must fail fast, like `outbox.redis_client`'s client, so that a batch
+            # meets a hung or unreachable Redis in seconds and is retried, and the heartbeat goes on.
+            host["socket_timeout"] = host["socket_connect_timeout"] = FAIL_FAST_SECONDS
             self._clients[index] = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(address, **host))
         return self._clients[index]
 
