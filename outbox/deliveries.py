@@ -275,6 +275,15 @@ def unpark_streams_of(ids: list[int]) -> None:
         )
 
 
+def students_of(ids: list[int]) -> dict[int, int]:
+    """Each delivery's student (deliveries purged meanwhile are left out)."""
+    if not ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, student_id FROM outbox_delivery WHERE id = ANY(%s)", [ids])
+        return dict(cursor.fetchall())
+
+
 def release(ids: list[int]) -> None:
     """Hand deliveries back unattempted (their stream's head failed first): due now, attempt not
     counted; parked instead if the stream's head has been dead-lettered."""

@@ -50,14 +50,24 @@ def _run_batch(*, sink: str, delivery_ids: list[int]) -> None:
     events: dict[Any, OutboxEvent] = {}
     ids = list(delivery_ids)
     blocked: set[int] = set()  # students whose stream stopped in this batch
+    # The students of the deliveries not applied yet, read once a stream has stopped (rare): its later
+    # deliveries then go back together, without a transaction each.
+    students: dict[int, int] | None = None
+
+    def held_back(delivery_id: int) -> bool:
+        known = found.get(delivery_id)
+        return (known[0] if known else (students or {}).get(delivery_id)) in blocked
+
     pos = 0
     while pos < len(ids):
+        if blocked and students is None:
+            students = deliveries.students_of(ids[pos:])
         size = _chunk_size(sink)
         chunk, pos = ids[pos : pos + size], pos + size
         # A delivery whose student is known to be blocked goes back without a transaction; the others
         # are checked by `_apply` itself (an open earlier delivery makes them wait), so order holds
         # whether or not this batch has seen their student yet.
-        held = [d for d in chunk if d in found and found[d][0] in blocked]
+        held = [d for d in chunk if held_back(d)]
         if held:
             deliveries.release(held)
         chunk = [d for d in chunk if d not in held]
@@ -79,7 +89,10 @@ def _run_batch(*, sink: str, delivery_ids: list[int]) -> None:
                     deliveries.release(stuck)
                 continue
         for delivery_id in chunk:
-            _run_alone(handler, delivery_id, found, events, blocked)
+            if held_back(delivery_id):
+                deliveries.release([delivery_id])
+            else:
+                _run_alone(handler, delivery_id, found, events, blocked)
 
 
 # The events are read by `_APPLY_SQL` with the deliveries it locks (a separate read of the batch, and

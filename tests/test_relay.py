@@ -330,3 +330,32 @@ def test_with_relay_db_prepare_off_the_claim_and_the_settle_are_plain_statements
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_prepared_statements")
         assert cursor.fetchone()[0] == before
+
+
+def test_a_failed_head_sends_its_students_later_deliveries_back_without_a_transaction_each(
+    student: Any, course: Course, trainer: Trainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch is not read before it is applied, so the runner learns a delivery's student from the
+    statement that applies it; once a stream has stopped, the rest of the batch's students are read in
+    one query and that stream's later deliveries go back together, not through a transaction each."""
+    from django.test.utils import CaptureQueriesContext
+
+    from allocation import services
+    from outbox.runner import run_handler_batch
+
+    def allocate(*, purchase_id: int, cause: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(services, "trainer_allocate", allocate)
+    for i in range(4):
+        buy(student, course, f"pay_stuck_{i}")
+    sink = "allocation.allocate_trainer"
+    ids = [c.id for c in deliveries.claim(relay_id="a", limit=50) if c.sink == sink]
+    assert len(ids) == 4
+    with CaptureQueriesContext(connection) as captured:
+        run_handler_batch(sink=sink, delivery_ids=ids)
+    applies = [q for q in captured.captured_queries if "outbox_inboxentry" in q["sql"]]
+    assert len(applies) == 1  # the head's; its three followers were handed back without being tried
+    head, *rest = Delivery.objects.filter(id__in=ids).order_by("seq")
+    assert head.status == "pending" and head.attempts == 1 and "boom" in head.last_error
+    assert [(d.status, d.attempts) for d in rest] == [("pending", 0)] * 3
