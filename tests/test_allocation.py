@@ -15,6 +15,7 @@ from outbox.models import OutboxEvent
 from outbox.services import Cause
 from purchases.models import Course, Purchase
 from purchases.services import purchase_create
+from tests.support.purchases import buy
 from tests.support.trainers import available_trainer
 from tests.support.waiting import wait_until
 
@@ -33,17 +34,6 @@ def _purchases(student: Any, course: Course, n: int) -> list[Purchase]:
         ).purchase
         for i in range(n)
     ]
-
-
-def _buy(student: Any, course: Course, payment_id: str) -> Purchase:
-    return purchase_create(
-        payment_id=payment_id,
-        student_id=student.pk,
-        course_id=course.pk,
-        amount=Decimal("1"),
-        currency="EUR",
-        actor="t",
-    ).purchase
 
 
 def _cause(purchase: Purchase) -> Cause:
@@ -104,9 +94,9 @@ def test_a_promotion_that_waited_for_the_purchase_sees_a_place_freed_meanwhile(s
     it waited for that lock, a refund committed meanwhile would be missing from it, and a waitlisted
     purchase being promoted would be passed over although its trainer now has a place."""
     solo = available_trainer("Solo", 1)
-    first = _buy(student, course, "pay_first")
+    first = buy(student, course, "pay_first")
     assert trainer_allocate(purchase_id=first.pk, cause=Cause(actor="t", correlation_id="pay_first")) is not None
-    waiting = _buy(student, course, "pay_waiting")
+    waiting = buy(student, course, "pay_waiting")
     assert trainer_allocate(purchase_id=waiting.pk, cause=Cause(actor="t", correlation_id="pay_waiting")) is None
     waiting.refresh_from_db()
     assert waiting.status == Purchase.Status.WAITLISTED
