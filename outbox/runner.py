@@ -15,7 +15,6 @@ transaction" check (docs/architecture.md) sees the chunk's events together; each
 event, so this matters only for a handler that changes another delivery's purchase without an event.
 """
 
-import json
 import logging
 import time
 import traceback
@@ -24,6 +23,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection, transaction
 
+from kernel.rows import instance_from_row
 from outbox import deliveries, metrics, registry
 from outbox.models import OutboxEvent
 from outbox.services import NOTIFY_CHANNEL
@@ -99,14 +99,10 @@ def _run_batch(*, sink: str, delivery_ids: list[int]) -> None:
 # before that the ORM's `Delivery.objects...select_related("event")`, whose compile and model building
 # were a tenth of the worker's CPU) and built as the ORM builds them: `from_db`, every column in the
 # model's field order, so handlers read the same event.
-_EVENT_FIELDS = [f.attname for f in OutboxEvent._meta.concrete_fields]
-_PAYLOAD = _EVENT_FIELDS.index("payload")
-
-
 def _event(columns: list[Any]) -> OutboxEvent:
-    if isinstance(columns[_PAYLOAD], str):  # jsonb comes as text (Django's loader): JSONField parses it
-        columns[_PAYLOAD] = json.loads(columns[_PAYLOAD])
-    return OutboxEvent.from_db(connection.alias, _EVENT_FIELDS, columns)
+    event = instance_from_row(OutboxEvent, columns)
+    assert event is not None
+    return event
 
 
 def _run_alone(

@@ -3,16 +3,14 @@
 import json
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Model
 
+from kernel.rows import instance_from_row
 from outbox.payment_records import PaymentRecord
 from purchases.models import Course, Payment, ProviderEvent, Purchase
-
-ModelT = TypeVar("ModelT", bound=Model)
 
 
 def raw_body_text(raw_body: bytes | memoryview | None) -> str:
@@ -91,9 +89,9 @@ def payment_lookup(
             {"event_id": provider_event_id, "payment_id": payment_id, "student_id": student_id, "course_id": course_id},
         )
         row = cursor.fetchone()
-    event, row = _instance(ProviderEvent, row), row[len(ProviderEvent._meta.concrete_fields) :]
-    purchase, row = _instance(Purchase, row), row[len(Purchase._meta.concrete_fields) :]
-    payment, row = _instance(Payment, row), row[len(Payment._meta.concrete_fields) :]
+    event, row = instance_from_row(ProviderEvent, row), row[len(ProviderEvent._meta.concrete_fields) :]
+    purchase, row = instance_from_row(Purchase, row), row[len(Purchase._meta.concrete_fields) :]
+    payment, row = instance_from_row(Payment, row), row[len(Payment._meta.concrete_fields) :]
     if purchase is not None and payment is not None:  # a purchase always has its payment
         purchase.payment = payment
     active, operator, title = row
@@ -104,16 +102,3 @@ def payment_lookup(
         student_operator=bool(operator),
         course_title=title,
     )
-
-
-def _instance(model: type[ModelT], row: tuple[Any, ...]) -> ModelT | None:
-    """The `model` instance whose concrete fields lead `row` (as the ORM would load it), or None for
-    a join that matched nothing (its primary key, first, is NULL)."""
-    fields = model._meta.concrete_fields
-    if row[0] is None:
-        return None
-    values = [
-        json.loads(value) if value is not None and field.get_internal_type() == "JSONField" else value
-        for field, value in zip(fields, row, strict=False)
-    ]
-    return model.from_db(connection.alias, [f.attname for f in fields], values)
