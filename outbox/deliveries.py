@@ -128,7 +128,10 @@ def claim(*, relay_id: str, limit: int) -> list[Claimed]:
 
 @functools.lru_cache(maxsize=16)
 def _claim_sql(limit: int, lease: float, handler_lease: float) -> str:
-    assert math.isfinite(lease) and math.isfinite(handler_lease)
+    """The claim's text with its literals: written into SQL, so checked to be plain numbers (the
+    settings are validated too; `python -O` would drop an assert)."""
+    if not (math.isfinite(lease) and math.isfinite(handler_lease) and limit > 0):
+        raise ValueError(f"claim: limit {limit!r} and leases {lease!r}, {handler_lease!r} must be finite and positive")
     return _CLAIM_SQL.format(limit=limit, lease=repr(lease), handler_lease=repr(handler_lease))
 
 
