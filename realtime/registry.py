@@ -140,6 +140,9 @@ def _fields(socket_id: str, tracked: Tracked, now: float) -> list[str]:
     ]
 
 
+# Entries per script call: Redis runs a script without serving anyone else, so a process with
+# thousands of sockets writes them in a few calls of a couple of milliseconds each.
+WRITE_CHUNK = 500
 # Many entries in one round trip and one command: per socket, its student key and its hash key in KEYS;
 # in ARGV the expiry score, the keys' TTL, whether this is a beat (refresh the sorted-set entry and
 # its key's TTL too) and then, per socket, its id, how many field values follow, and those.
@@ -217,28 +220,31 @@ class _LocalSockets:
                 logger.warning("socket registry: could not refresh %d entries: %s", len(ids), exc)
 
     async def write(self, ids: list[str], *, everything: bool = True) -> None:
-        """Write the entries of `ids` in one script: with `everything`, every field and the expiry (a
-        beat); else only the `CHANGING` fields, plus the hash's own TTL so that a hash which expired
-        meanwhile (a beat missed for a whole TTL) cannot come back without one. Such a partial hash is
-        never read: its socket's sorted-set entry has expired with it, until the next beat rewrites both."""
+        """Write the entries of `ids`, `WRITE_CHUNK` per script: with `everything`, every field and the
+        expiry (a beat); else only the `CHANGING` fields, plus the hash's own TTL so that a hash which
+        expired meanwhile (a beat missed for a whole TTL) cannot come back without one. Such a partial
+        hash is never read: its socket's sorted-set entry has expired with it, until the next beat
+        rewrites both."""
         now = time.time()
         ttl = _ttl()
-        keys: list[str] = []
-        args: list[Any] = [now + ttl, int(ttl) + 1, 1 if everything else 0]
+        head: list[Any] = [now + ttl, int(ttl) + 1, 1 if everything else 0]
         written: dict[str, int] = {}
-        for socket_id in ids:
-            tracked = self.sockets.get(socket_id)
-            if tracked is None or tracked.student_id is None:
+        for start in range(0, len(ids), WRITE_CHUNK):
+            keys: list[str] = []
+            args: list[Any] = list(head)
+            for socket_id in ids[start : start + WRITE_CHUNK]:
+                tracked = self.sockets.get(socket_id)
+                if tracked is None or tracked.student_id is None:
+                    continue
+                written[socket_id] = tracked.student_id
+                values = _fields(socket_id, tracked, now) if everything else _changing(tracked, now)
+                keys += (student_key(tracked.student_id), socket_key(socket_id))
+                args += (socket_id, len(values), *values)
+            if not keys:
                 continue
-            written[socket_id] = tracked.student_id
-            values = _fields(socket_id, tracked, now) if everything else _changing(tracked, now)
-            keys += (student_key(tracked.student_id), socket_key(socket_id))
-            args += (socket_id, len(values), *values)
-        if not written:
-            return
-        if self.script is None or self.script.registered_client is not self.redis():
-            self.script = self.redis().register_script(_WRITE)
-        await self.script(keys=keys, args=args)
+            if self.script is None or self.script.registered_client is not self.redis():
+                self.script = self.redis().register_script(_WRITE)
+            await self.script(keys=keys, args=args)
         # A socket unregistered while this write was on its way may have been written back after its
         # removal: remove it again, rather than leave it holding a slot until the TTL.
         gone = {i: sid for i, sid in written.items() if i not in self.sockets}

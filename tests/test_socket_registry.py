@@ -89,3 +89,32 @@ def test_a_change_is_written_within_the_flush_delay_and_the_fixed_fields_stay() 
     fixed = ("socket_id", "student_id", "process", "connected_at", "start_cursor", "send_timeout")
     assert {f: getattr(changed, f) for f in fixed} == {f: getattr(registered, f) for f in fixed}
     assert changed.connected_at == 1_700_000_000.5
+
+
+def test_a_write_of_more_entries_than_one_script_takes_writes_them_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "WRITE_CHUNK", 2)
+    student = 990_004
+    socks = [Socket(student_id=student, connected_at=float(i)) for i in range(5)]
+
+    async def scenario() -> list[SocketEntry]:
+        ids = [await registry.register(s) for s in socks]
+        assert None not in ids
+        try:
+            for n, (sock, socket_id) in enumerate(zip(socks, ids, strict=True)):
+                sock.cursor = 10 + n
+                registry.touch(socket_id)
+            written_by = time.monotonic() + registry.FLUSH_DELAY + 0.5
+            while time.monotonic() < written_by:
+                found = entries(student)
+                if [e.last_sent for e in found] == [10, 11, 12, 13, 14]:
+                    return found
+                await asyncio.sleep(0.02)
+            raise AssertionError(f"not every change written: {[e.last_sent for e in entries(student)]}")
+        finally:
+            for socket_id in ids:
+                if socket_id is not None:
+                    await registry.unregister(socket_id, student_id=student)
+
+    found = asyncio.run(scenario())
+    assert [e.connected_at for e in found] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert entries(student) == []
