@@ -31,8 +31,8 @@ def entries(student_id: int) -> list[SocketEntry]:
 
 @pytest.fixture
 def short_ttl(settings: Any) -> float:
-    settings.REALTIME_REGISTRY_TTL_SECONDS = 1.0
-    return 1.0
+    settings.REALTIME_REGISTRY_TTL_SECONDS = 2.0
+    return 2.0
 
 
 def test_a_quiet_socket_stays_registered_while_another_is_pushed_to_without_pause(short_ttl: float) -> None:
@@ -44,7 +44,7 @@ def test_a_quiet_socket_stays_registered_while_another_is_pushed_to_without_paus
         assert quiet_id is not None and busy_id is not None
         try:
             # A push every 50 ms, for well over the TTL: the flush is always due before the beat is.
-            until = time.monotonic() + 3 * short_ttl
+            until = time.monotonic() + 2.5 * short_ttl
             while time.monotonic() < until:
                 busy.cursor += 1
                 registry.touch(busy_id)
@@ -73,13 +73,13 @@ def test_a_change_is_written_within_the_flush_delay_and_the_fixed_fields_stay() 
             (registered,) = entries(student)
             sock.cursor, sock.last_pong = 7, 1_700_000_100.25
             registry.touch(socket_id)
-            changed_by = time.monotonic() + registry.FLUSH_DELAY + 0.5
+            changed_by = time.monotonic() + registry.FLUSH_DELAY + 1.0
             while time.monotonic() < changed_by:
                 (entry,) = entries(student)
                 if entry.last_sent == 7:
                     return registered, entry
                 await asyncio.sleep(0.02)
-            raise AssertionError(f"change not written within {registry.FLUSH_DELAY + 0.5}s: {entry}")
+            raise AssertionError(f"change not written within {registry.FLUSH_DELAY + 1.0}s: {entry}")
         finally:
             await registry.unregister(socket_id, student_id=student)
 
@@ -103,7 +103,7 @@ def test_a_write_of_more_entries_than_one_script_takes_writes_them_all(monkeypat
             for n, (sock, socket_id) in enumerate(zip(socks, ids, strict=True)):
                 sock.cursor = 10 + n
                 registry.touch(socket_id)
-            written_by = time.monotonic() + registry.FLUSH_DELAY + 0.5
+            written_by = time.monotonic() + registry.FLUSH_DELAY + 1.0
             while time.monotonic() < written_by:
                 found = entries(student)
                 if [e.last_sent for e in found] == [10, 11, 12, 13, 14]:
