@@ -55,7 +55,6 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
-from channels.utils import await_many_dispatch
 from django.conf import settings
 
 from kernel.push import PUSH_MESSAGE_TYPE, student_group
@@ -141,10 +140,10 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Channels' `AsyncConsumer.__call__`, with two changes.
 
-        - The channel-layer read is `receive_cancellably`: on Python 3.11, a cancellation that lands
-          while redis-py opens a connection can be swallowed (`asyncio.wait_for`), and Channels then
-          waits forever for the read it cancelled — the consumer task never ends (seen after a
-          4401 refusal: uvicorn's shutdown hung on it).
+        - The reads end however they are cancelled (`_dispatch_forever`): on Python 3.11, a
+          cancellation that lands while redis-py opens a connection can be swallowed
+          (`asyncio.wait_for`), and Channels then waits forever for the read it cancelled — the
+          consumer task never ends (seen after a 4401 refusal: uvicorn's shutdown hung on it).
         - However the connection ends — client gone, a send failing, the client stalled, an error,
           server shutdown — leave the group: a channel left in a group would keep receiving (and the
           channel layer buffering) pushes for nobody until group_expiry.
@@ -152,14 +151,34 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = await self.channel_layer.new_channel()
-        self.channel_receive = functools.partial(receive_cancellably, self.channel_layer, self.channel_name)
+        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
         self.base_send = send
         try:
-            await await_many_dispatch([receive, self.channel_receive], self.dispatch)
+            await self._dispatch_forever(receive)
         except StopConsumer:
             pass
         finally:
             await self._leave()
+
+    async def _dispatch_forever(self, receive: Any) -> None:
+        """Channels' `await_many_dispatch` over the client's messages and the channel layer's, one
+        message at a time, in arrival order; on the way out each pending read is cancelled until it
+        has really ended (`cancel_and_wait`), rather than trusting one cancellation and waiting for
+        it. Each read is one task (a live push costs no wrapper task around the layer's read)."""
+        sources = (receive, self.channel_receive)
+        tasks = [asyncio.ensure_future(source()) for source in sources]
+        try:
+            while True:
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for i, task in enumerate(tasks):
+                    if task.done():
+                        result = task.result()
+                        await self.dispatch(result)
+                        tasks[i] = asyncio.ensure_future(sources[i]())
+        finally:
+            for task in tasks:
+                if not task.done():
+                    await cancel_and_wait(task)
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -409,23 +428,6 @@ class StudentEventsConsumer(AsyncJsonWebsocketConsumer):
                 await self.channel_layer.group_add(student_group(self.student_id), self.channel_name)
             except Exception:  # Redis briefly down: try again next round, well before expiry
                 logger.warning("could not refresh group membership of student %s", self.student_id, exc_info=True)
-
-
-async def receive_cancellably(layer: Any, channel: str) -> dict[str, Any]:
-    """`layer.receive(channel)`, but a cancellation always ends it.
-
-    The read runs in an inner task. If this coroutine is cancelled, the inner read is cancelled again
-    until it has really finished, instead of trusting one cancellation to get through (see
-    `StudentEventsConsumer.__call__`).
-    """
-    inner = asyncio.ensure_future(layer.receive(channel))
-    try:
-        await asyncio.wait([inner])
-    except asyncio.CancelledError:
-        await cancel_and_wait(inner)
-        raise
-    message: dict[str, Any] = inner.result()
-    return message
 
 
 async def cancel_and_wait(task: "asyncio.Future[Any]", *, attempts: int = 50) -> None:

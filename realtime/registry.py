@@ -11,8 +11,10 @@ is). Keys, under `REALTIME_REGISTRY_PREFIX`:
 Guarantees: at most `REALTIME_MAX_SOCKETS_PER_STUDENT` live entries per student at registration
 (one Lua script: sweep, count, add); every entry expires `REALTIME_REGISTRY_TTL_SECONDS` after its
 process last beat, so a killed `ws` process frees its slots and vanishes from the trace on its own.
-Each process refreshes all its entries every quarter of the TTL, and a socket's changes (seq sent,
-pong, blocked send) within about `FLUSH_DELAY` of happening.
+Each process refreshes all its entries (every field, and their expiry) every quarter of the TTL,
+however busy its sockets are, and writes a socket's changes (seq sent, pong, blocked send) within
+about `FLUSH_DELAY` of happening. A change writes only the fields that change (`CHANGING`), not the
+expiry: a live push costs the registry two small pipelined commands, not four with every field.
 """
 
 import asyncio
@@ -30,6 +32,7 @@ from typing import Any, Protocol
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.commands.core import AsyncScript
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +67,13 @@ class SocketEntry:
     last_pong: float
     send_blocked_since: float  # when the pending send started, if it has waited past BLOCKED_AFTER
     send_timeout: float  # its process drops it after a send blocked this long (REALTIME_SEND_TIMEOUT_SECONDS)
-    beat_at: float  # when its process last wrote this entry
+    beat_at: float  # when its process last refreshed this entry: it expires REALTIME_REGISTRY_TTL_SECONDS after
+
+
+# The fields a socket's change (touch) rewrites; the others are fixed at registration, or (beat_at)
+# move only with the entry's expiry, at each beat.
+CHANGING = ("last_sent", "last_pong", "send_blocked_since")
+assert set(CHANGING) <= {f.name for f in fields(SocketEntry)}
 
 
 class Tracked(Protocol):
@@ -94,21 +103,64 @@ def socket_key(socket_id: str) -> str:
     return f"{_prefix()}:socket:{socket_id}"
 
 
-def _fields(socket_id: str, tracked: Tracked, now: float) -> dict[Any, str]:
-    blocked = tracked.sending_since if tracked.sending_since and now - tracked.sending_since > BLOCKED_AFTER else 0.0
-    entry = SocketEntry(
-        socket_id=socket_id,
-        student_id=int(tracked.student_id or 0),
-        process=PROCESS,
-        connected_at=tracked.connected_at,
-        start_cursor=tracked.start_cursor,
-        last_sent=tracked.cursor,
-        last_pong=tracked.last_pong,
-        send_blocked_since=blocked,
-        send_timeout=float(settings.REALTIME_SEND_TIMEOUT_SECONDS),
-        beat_at=now,
-    )
-    return {f.name: str(getattr(entry, f.name)) for f in fields(SocketEntry)}
+def _blocked_since(tracked: Tracked, now: float) -> float:
+    return tracked.sending_since if tracked.sending_since and now - tracked.sending_since > BLOCKED_AFTER else 0.0
+
+
+def _changing(tracked: Tracked, now: float) -> list[str]:
+    """The `CHANGING` fields and their values, flat, as `_fields` writes them."""
+    return [
+        "last_sent",
+        str(tracked.cursor),
+        "last_pong",
+        str(tracked.last_pong),
+        "send_blocked_since",
+        str(_blocked_since(tracked, now)),
+    ]
+
+
+def _fields(socket_id: str, tracked: Tracked, now: float) -> list[str]:
+    """Every `SocketEntry` field and its value, flat (field, value, field, value...)."""
+    return [
+        "socket_id",
+        socket_id,
+        "student_id",
+        str(int(tracked.student_id or 0)),
+        "process",
+        PROCESS,
+        "connected_at",
+        str(tracked.connected_at),
+        "start_cursor",
+        str(tracked.start_cursor),
+        *_changing(tracked, now),
+        "send_timeout",
+        str(float(settings.REALTIME_SEND_TIMEOUT_SECONDS)),
+        "beat_at",
+        str(now),
+    ]
+
+
+# Entries per script call: Redis runs a script without serving anyone else, so a process with
+# thousands of sockets writes them in a few calls of a couple of milliseconds each.
+WRITE_CHUNK = 500
+# Many entries in one round trip and one command: per socket, its student key and its hash key in KEYS;
+# in ARGV the expiry score, the keys' TTL, whether this is a beat (refresh the sorted-set entry and
+# its key's TTL too) and then, per socket, its id, how many field values follow, and those.
+_WRITE = """
+local score, ttl, beat = ARGV[1], ARGV[2], ARGV[3] == '1'
+local a = 4
+for i = 1, #KEYS, 2 do
+    local n = tonumber(ARGV[a + 1])
+    if beat then
+        redis.call('ZADD', KEYS[i], score, ARGV[a])
+        redis.call('EXPIRE', KEYS[i], ttl)
+    end
+    redis.call('HSET', KEYS[i + 1], unpack(ARGV, a + 2, a + 1 + n))
+    redis.call('EXPIRE', KEYS[i + 1], ttl)
+    a = a + 2 + n
+end
+return 1
+"""
 
 
 class _LocalSockets:
@@ -121,6 +173,7 @@ class _LocalSockets:
         self.task: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.client: aioredis.Redis | None = None
+        self.script: AsyncScript | None = None
 
     def redis(self) -> aioredis.Redis:
         loop = asyncio.get_running_loop()
@@ -142,40 +195,56 @@ class _LocalSockets:
 
     async def _beat_forever(self) -> None:
         assert self.wake is not None
+        loop = asyncio.get_running_loop()
         interval = _ttl() / 4
+        next_beat = loop.time() + interval
         while True:
-            everything = True
+            # Beat on time even while changes keep coming: a socket that has nothing to send (or whose
+            # send is blocked) is refreshed only by the beat.
             try:
-                await asyncio.wait_for(self.wake.wait(), timeout=interval)
-                everything = False
+                await asyncio.wait_for(self.wake.wait(), timeout=max(next_beat - loop.time(), 0.0))
                 await asyncio.sleep(FLUSH_DELAY)  # let a burst of changes share one write
             except TimeoutError:
                 pass
             self.wake.clear()
+            everything = loop.time() >= next_beat
+            if everything:
+                next_beat = loop.time() + interval
             ids = list(self.sockets.keys()) if everything else [i for i in self.dirty if i in self.sockets]
             self.dirty.clear()
-            if not self.sockets:
+            if not ids:
                 continue
             try:
-                await self.write(ids)
+                await self.write(ids, everything=everything)
             except (redis.RedisError, OSError) as exc:  # the next beat tries again, well within the TTL
                 logger.warning("socket registry: could not refresh %d entries: %s", len(ids), exc)
 
-    async def write(self, ids: list[str]) -> None:
+    async def write(self, ids: list[str], *, everything: bool = True) -> None:
+        """Write the entries of `ids`, `WRITE_CHUNK` per script: with `everything`, every field and the
+        expiry (a beat); else only the `CHANGING` fields, plus the hash's own TTL so that a hash which
+        expired meanwhile (a beat missed for a whole TTL) cannot come back without one. Such a partial
+        hash is never read: its socket's sorted-set entry has expired with it, until the next beat
+        rewrites both."""
         now = time.time()
         ttl = _ttl()
-        pipe = self.redis().pipeline(transaction=False)
+        head: list[Any] = [now + ttl, int(ttl) + 1, 1 if everything else 0]
         written: dict[str, int] = {}
-        for socket_id in ids:
-            tracked = self.sockets.get(socket_id)
-            if tracked is None or tracked.student_id is None:
+        for start in range(0, len(ids), WRITE_CHUNK):
+            keys: list[str] = []
+            args: list[Any] = list(head)
+            for socket_id in ids[start : start + WRITE_CHUNK]:
+                tracked = self.sockets.get(socket_id)
+                if tracked is None or tracked.student_id is None:
+                    continue
+                written[socket_id] = tracked.student_id
+                values = _fields(socket_id, tracked, now) if everything else _changing(tracked, now)
+                keys += (student_key(tracked.student_id), socket_key(socket_id))
+                args += (socket_id, len(values), *values)
+            if not keys:
                 continue
-            written[socket_id] = tracked.student_id
-            pipe.zadd(student_key(tracked.student_id), {socket_id: now + ttl})
-            pipe.expire(student_key(tracked.student_id), int(ttl) + 1)
-            pipe.hset(socket_key(socket_id), mapping=_fields(socket_id, tracked, now))
-            pipe.expire(socket_key(socket_id), int(ttl) + 1)
-        await pipe.execute()
+            if self.script is None or self.script.registered_client is not self.redis():
+                self.script = self.redis().register_script(_WRITE)
+            await self.script(keys=keys, args=args)
         # A socket unregistered while this write was on its way may have been written back after its
         # removal: remove it again, rather than leave it holding a slot until the TTL.
         gone = {i: sid for i, sid in written.items() if i not in self.sockets}
@@ -198,7 +267,7 @@ async def register(tracked: Tracked) -> str | None:
     socket_id = f"{PROCESS}:{uuid.uuid4().hex[:12]}"
     now = time.time()
     ttl = _ttl()
-    flat = [v for pair in _fields(socket_id, tracked, now).items() for v in pair]
+    flat = _fields(socket_id, tracked, now)
     added = await _local.redis().eval(
         _REGISTER,
         2,
