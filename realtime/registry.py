@@ -107,37 +107,34 @@ def _blocked_since(tracked: Tracked, now: float) -> float:
     return tracked.sending_since if tracked.sending_since and now - tracked.sending_since > BLOCKED_AFTER else 0.0
 
 
+def _changing_values(tracked: Tracked, now: float) -> dict[str, object]:
+    """The `CHANGING` fields' values."""
+    return {
+        "last_sent": tracked.cursor,
+        "last_pong": tracked.last_pong,
+        "send_blocked_since": _blocked_since(tracked, now),
+    }
+
+
 def _changing(tracked: Tracked, now: float) -> list[str]:
-    """The `CHANGING` fields and their values, flat, as `_fields` writes them."""
-    return [
-        "last_sent",
-        str(tracked.cursor),
-        "last_pong",
-        str(tracked.last_pong),
-        "send_blocked_since",
-        str(_blocked_since(tracked, now)),
-    ]
+    """The `CHANGING` fields and their values, flat (field, value, field, value...), as `_fields` writes them."""
+    values = _changing_values(tracked, now)
+    return [text for name in CHANGING for text in (name, str(values[name]))]
 
 
 def _fields(socket_id: str, tracked: Tracked, now: float) -> list[str]:
     """Every `SocketEntry` field and its value, flat (field, value, field, value...)."""
-    return [
-        "socket_id",
-        socket_id,
-        "student_id",
-        str(int(tracked.student_id or 0)),
-        "process",
-        PROCESS,
-        "connected_at",
-        str(tracked.connected_at),
-        "start_cursor",
-        str(tracked.start_cursor),
-        *_changing(tracked, now),
-        "send_timeout",
-        str(float(settings.REALTIME_SEND_TIMEOUT_SECONDS)),
-        "beat_at",
-        str(now),
-    ]
+    entry = SocketEntry(
+        socket_id=socket_id,
+        student_id=int(tracked.student_id or 0),
+        process=PROCESS,
+        connected_at=tracked.connected_at,
+        start_cursor=tracked.start_cursor,
+        send_timeout=float(settings.REALTIME_SEND_TIMEOUT_SECONDS),
+        beat_at=now,
+        **_changing_values(tracked, now),  # type: ignore[arg-type]
+    )
+    return [text for f in fields(SocketEntry) for text in (f.name, str(getattr(entry, f.name)))]
 
 
 # Entries per script call: Redis runs a script without serving anyone else, so a process with
