@@ -12,11 +12,12 @@ from allocation.models import Allocation, AvailabilityWindow, Trainer
 from allocation.scheduling import Calendar, Window
 from allocation.selectors import calendar_from_row, calendar_query, earliest_start, free_series, horizon_end, series_in
 from kernel.errors import ApplicationError
+from kernel.rows import mark_loaded
 from kernel.timezones import UnknownTimezone, zone
 from outbox.services import Cause
 from purchases.events import purchase_event_emit
 from purchases.models import Purchase
-from purchases.services import student_resync_request
+from purchases.services import ScheduledPurchase, purchase_lock_scheduled, student_resync_request
 
 
 def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
@@ -42,8 +43,7 @@ def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
         (student_id, status, count, minutes), opening = _open(purchase_id)
         if status not in (Purchase.Status.PENDING, Purchase.Status.WAITLISTED):
             return Allocation.objects.filter(purchase_id=purchase_id, released_at__isnull=True).first()
-        purchase = Purchase(id=purchase_id, student_id=student_id, status=status)
-        purchase._state.adding, purchase._state.db = False, connection.alias
+        purchase = mark_loaded(Purchase(id=purchase_id, student_id=student_id, status=status))
         course = _Course(count, minutes)
         taken, reason = _take_a_place(purchase, course, opening)
         if taken is None and status == Purchase.Status.PENDING:
@@ -77,7 +77,8 @@ def trainer_allocate(*, purchase_id: int, cause: Cause) -> Allocation | None:
 # lock is taken only if it is free (SKIP LOCKED). Had the statement waited for it, a place freed by a
 # refund committed meanwhile would be missing from that snapshot, and a waitlisted purchase being
 # promoted would be passed over (the pending path reads again under the waitlist lock, but a
-# promotion does not). A locked purchase returns no row: then `_LOCK_SQL` waits for the lock, and the
+# promotion does not). A locked purchase returns no row: then `purchase_lock_scheduled` waits for the
+# lock, and the
 # trainers are read afresh after it. A place is re-checked under the trainer's row lock when taken
 # either way, and a lost race reads again.
 _OPEN_SQL = """
@@ -121,15 +122,6 @@ WITH taken AS (
 SELECT allocation.id, taken.name FROM taken CROSS JOIN allocation
 """
 
-# The purchase's lock when `_OPEN_SQL` found it taken: waits, then returns what `_OPEN_SQL` returns
-# before its candidates.
-_LOCK_SQL = """
-SELECT p.student_id, p.status, c.sessions_count, c.session_minutes
-FROM purchases_purchase p JOIN purchases_course c ON c.id = p.course_id
-WHERE p.id = %(purchase)s
-FOR UPDATE OF p
-"""
-
 _CANDIDATES_SQL = "SELECT id FROM allocation_trainer WHERE active_count < capacity ORDER BY active_count, id"
 
 
@@ -147,7 +139,7 @@ class _Round(NamedTuple):
     until: datetime
 
 
-def _open(purchase_id: int) -> tuple[tuple[int, str, int, int], _Round | None]:
+def _open(purchase_id: int) -> tuple[ScheduledPurchase, _Round | None]:
     """Lock the purchase; return its student, status and course's sessions count and minutes, and the
     first round of candidates (None when the lock had to be waited for: they are read afresh then)."""
     earliest, until = earliest_start(), horizon_end()
@@ -157,13 +149,10 @@ def _open(purchase_id: int) -> tuple[tuple[int, str, int, int], _Round | None]:
         if row is not None:
             student_id, status, count, minutes, candidates, *calendar = row
             first_calendar = calendar_from_row(calendar) if candidates else None
-            return (student_id, status, count, minutes), _Round(candidates or [], first_calendar, earliest, until)
-        # Locked by a concurrent writer (a promotion, a refund), or no such purchase.
-        cursor.execute(_LOCK_SQL, {"purchase": purchase_id})
-        locked = cursor.fetchone()
-    if locked is None:
-        raise Purchase.DoesNotExist(f"no purchase with id {purchase_id}")
-    return locked, None
+            locked = ScheduledPurchase(student_id, status, count, minutes)
+            return locked, _Round(candidates or [], first_calendar, earliest, until)
+    # Locked by a concurrent writer (a promotion, a refund), or no such purchase.
+    return purchase_lock_scheduled(purchase_id=purchase_id, no_key=False), None
 
 
 NO_CAPACITY = "no_capacity"
@@ -216,10 +205,11 @@ def _take_a_place(
                 cursor.execute(_TAKE_SQL, {"trainer": trainer_id, "purchase": purchase.pk, "now": now})
                 row = cursor.fetchone()
             if row is not None:
-                allocation = Allocation(
-                    id=row[0], purchase_id=purchase.pk, trainer_id=trainer_id, allocated_at=now, released_at=None
+                allocation = mark_loaded(
+                    Allocation(
+                        id=row[0], purchase_id=purchase.pk, trainer_id=trainer_id, allocated_at=now, released_at=None
+                    )
                 )
-                allocation._state.adding, allocation._state.db = False, connection.alias
                 purchase.status, purchase.updated_at = Purchase.Status.ACTIVE, now
                 return (allocation, row[1]), ""
         opening = None

@@ -28,3 +28,12 @@ def instance_from_row(model: type[ModelT], row: tuple[Any, ...] | list[Any]) -> 
         for field, value in zip(fields, row, strict=False)
     ]
     return model.from_db(connection.alias, [f.attname for f in fields], values)
+
+
+def mark_loaded(instance: ModelT) -> ModelT:
+    """`instance`, built from what a write's RETURNING (or a locking read) gave back, marked as loaded
+    from the database, as `from_db` marks what it builds: `save()` then updates instead of inserting,
+    and related look-ups use this database."""
+    instance._state.adding = False
+    instance._state.db = connection.alias
+    return instance

@@ -8,6 +8,7 @@ from uuid import UUID
 from django.db import connection
 from django.utils import timezone
 
+from kernel.rows import mark_loaded
 from outbox import registry
 from outbox.models import OutboxEvent, new_event_id
 
@@ -110,6 +111,4 @@ def emit(
             },
         )
         event.seq = cursor.fetchone()[0]
-    event._state.adding = False
-    event._state.db = connection.alias
-    return event
+    return mark_loaded(event)

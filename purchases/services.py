@@ -4,13 +4,14 @@ commands come through here (the webhook, refunds and moves by way of `flows`).""
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
+from kernel.rows import mark_loaded
 from kernel.timezones import UnknownTimezone, zone
 from outbox import services as outbox
 from outbox.models import OutboxEvent
@@ -133,10 +134,8 @@ def _purchase_insert(
         created_at=now,
         updated_at=now,
     )
-    for instance in (payment, purchase):
-        instance._state.adding = False
-        instance._state.db = connection.alias
-    return purchase
+    mark_loaded(payment)
+    return mark_loaded(purchase)
 
 
 def purchase_lock(*, payment_id: str) -> Purchase:
@@ -151,6 +150,39 @@ def purchase_lock(*, payment_id: str) -> Purchase:
     if purchase is None:
         raise UnknownPayment(f"no purchase for payment {payment_id!r}", payment_id=payment_id)
     return purchase
+
+
+class ScheduledPurchase(NamedTuple):
+    """What the handlers' services need of a purchase they lock: whose it is, its status, and its
+    course's sessions count and length."""
+
+    student_id: int
+    status: str
+    sessions_count: int
+    session_minutes: int
+
+
+# Raw SQL, not a select_for_update queryset: the handlers run it for every purchase, and the queryset's
+# compile (and two model instances) cost more than the round trip. Only the purchase's row is locked,
+# not the course's (every webhook's foreign-key check takes KEY SHARE on the course).
+_SCHEDULED_PURCHASE_SQL = """
+SELECT p.student_id, p.status, c.sessions_count, c.session_minutes
+FROM purchases_purchase p JOIN purchases_course c ON c.id = p.course_id
+WHERE p.id = %s
+FOR {strength} OF p
+"""
+
+
+def purchase_lock_scheduled(*, purchase_id: int, no_key: bool) -> ScheduledPurchase:
+    """The purchase row-locked to the caller's COMMIT (`FOR NO KEY UPDATE` with `no_key`, else `FOR
+    UPDATE`), waiting for a concurrent holder, with its course's sessions count and length. Raises
+    `Purchase.DoesNotExist`. Needs the caller's transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SCHEDULED_PURCHASE_SQL.format(strength="NO KEY UPDATE" if no_key else "UPDATE"), [purchase_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise Purchase.DoesNotExist(f"no purchase with id {purchase_id}")
+    return ScheduledPurchase(*row)
 
 
 def purchase_refund_record(*, purchase: Purchase, released_trainer_id: int | None, actor: str) -> OutboxEvent:

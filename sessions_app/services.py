@@ -15,9 +15,11 @@ from django.utils import timezone
 
 from allocation.selectors import calendar_from_row, calendar_query, earliest_start, free_series, horizon_end, series_in
 from allocation.services import allocation_waitlist
+from kernel.rows import mark_loaded
 from outbox.services import Cause
 from purchases.events import purchase_event_emit
 from purchases.models import Purchase
+from purchases.services import purchase_lock_scheduled
 from sessions_app.errors import NoFreeSlot, SessionNotFound, SessionNotReschedulable
 from sessions_app.models import TrainingSession
 
@@ -25,15 +27,6 @@ logger = logging.getLogger(__name__)
 
 # Each lost race means a concurrent writer committed sessions there; a bound keeps a bug from looping.
 MAX_ATTEMPTS = 100
-
-# The purchase's lock with what generation needs of it and its course: raw SQL, not a select_for_update
-# queryset, whose compile (and two model instances) cost more than the round trip.
-_LOCK_SQL = """
-SELECT p.student_id, p.status, c.sessions_count, c.session_minutes
-FROM purchases_purchase p JOIN purchases_course c ON c.id = p.course_id
-WHERE p.id = %s
-FOR NO KEY UPDATE OF p
-"""
 
 # Whether the purchase has sessions, its active allocation's trainer and that trainer's calendar in
 # one read after the lock: three statements before (two of them ORM querysets).
@@ -73,13 +66,8 @@ def sessions_generate(*, purchase_id: int, cause: Cause) -> list[TrainingSession
     insert and the event.
     """
     with transaction.atomic(savepoint=False):
-        # Lock the purchase only (not the joined course: every webhook's FK check takes KEY SHARE on it).
+        student_id, status, count, minutes = purchase_lock_scheduled(purchase_id=purchase_id, no_key=True)
         with connection.cursor() as cursor:
-            cursor.execute(_LOCK_SQL, [purchase_id])
-            row = cursor.fetchone()
-            if row is None:
-                raise Purchase.DoesNotExist(f"no purchase with id {purchase_id}")
-            student_id, status, count, minutes = row
             # After the lock, so that it sees what the lock's holder committed.
             earliest, until = earliest_start(), horizon_end()
             cursor.execute(
@@ -94,8 +82,7 @@ def sessions_generate(*, purchase_id: int, cause: Cause) -> list[TrainingSession
             has_sessions, trainer_id, *calendar = cursor.fetchone()
         if has_sessions or trainer_id is None or status != Purchase.Status.ACTIVE:
             return list(TrainingSession.objects.filter(purchase_id=purchase_id).order_by("number"))
-        purchase = Purchase(id=purchase_id, student_id=student_id, status=status)
-        purchase._state.adding, purchase._state.db = False, connection.alias
+        purchase = mark_loaded(Purchase(id=purchase_id, student_id=student_id, status=status))
         series = series_in(calendar_from_row(calendar), count=count, minutes=minutes, earliest=earliest, until=until)
         for _ in range(MAX_ATTEMPTS):
             if series is None:
@@ -149,17 +136,17 @@ def _insert_series(
             return None
     sessions = []
     for n, (start, end) in zip(numbers, series, strict=True):
-        session = TrainingSession(
-            id=ids[n],
-            purchase_id=purchase.pk,  # not the instance: `sessions_generate`'s holds only what it read
-            trainer_id=trainer_id,
-            number=n,
-            starts_at=start,
-            ends_at=end,
-            duration_minutes=minutes,
+        session = mark_loaded(
+            TrainingSession(
+                id=ids[n],
+                purchase_id=purchase.pk,  # not the instance: `sessions_generate`'s holds only what it read
+                trainer_id=trainer_id,
+                number=n,
+                starts_at=start,
+                ends_at=end,
+                duration_minutes=minutes,
+            )
         )
-        session._state.adding = False
-        session._state.db = connection.alias
         sessions.append(session)
     return sessions
 
