@@ -31,7 +31,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks import ramp
+from benchmarks import autovacuum, ramp
 from benchmarks.chain import CHAIN, ChainClient, Step
 from benchmarks.harness import NAIVE_WEBHOOK_PATH, NAIVE_WS_PATH, Context, CpuUsage, Result, flush_redis, log
 from benchmarks.latency_report import report_case, report_comparison
@@ -82,7 +82,7 @@ def _one_case(
     env = ctx.env(db, BENCH_COMMIT_STAMP="1")
     tag = f"-latency-{case}"
     try:
-        with ctx.procs.scope():
+        with autovacuum.standing_in(ctx.pg.url(db)), ctx.procs.scope():
             ws_path, webhook = (
                 (NAIVE_WS_PATH, f"/{NAIVE_WEBHOOK_PATH}") if case == NAIVE else (PRODUCT_WS, PRODUCT_WEBHOOK)
             )

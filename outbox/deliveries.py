@@ -11,6 +11,7 @@ the relay talks to Redis or a worker runs a handler.
 import functools
 import json
 import math
+import time
 import weakref
 from collections import Counter
 from dataclasses import dataclass, field
@@ -145,8 +146,8 @@ def _execute_prepared(sql: str, params: dict[str, Any] | list[Any]) -> list[tupl
     connection (its transaction, if one is open), and return its rows.
 
     Django's cursors bind parameters on the client and so are never prepared: PostgreSQL parsed the
-    claim on every batch. Prepared, only its planning is left, and the relay's session keeps that
-    (custom plans, see `_relay_session`), so each claim is planned for the table as it is. psycopg
+    claim on every batch. Prepared, PostgreSQL reuses a generic plan, which the relay's session has
+    made afresh every few seconds (`_relay_session`), so it fits the table as it is. psycopg
     prepares a statement per connection and text, once; its errors are Django's, as from a Django cursor.
     With `RELAY_DB_PREPARE` off (a transaction-mode pooler), a plain statement."""
     if not settings.RELAY_DB_PREPARE:
@@ -183,34 +184,46 @@ def _message(row: tuple[Any, ...]) -> dict[str, object] | None:
     return event.as_message()
 
 
-# Connections (of this process) whose session is already set up for the relay's statements.
-_relay_sessions: "weakref.WeakSet[object]" = weakref.WeakSet()
+# How often the relay's session drops its cached plans, so that the claim's and the settle's generic
+# plans are made again for the tables as they are then (see `_relay_session`).
+REPLAN_SECONDS = 10.0
+
+# Connections (of this process) whose session is set up for the relay's statements, and when (monotonic)
+# their plans were last dropped.
+_relay_sessions: "weakref.WeakKeyDictionary[object, float]" = weakref.WeakKeyDictionary()
 
 
 def _relay_session() -> None:
-    """Set up this session for the relay's claim, once per connection.
+    """Set up this session for the relay's claim, once per connection, and drop its cached plans every
+    REPLAN_SECONDS.
 
     JIT off: the claim's cost estimate grows with the backlog and crosses jit_above_cost, and compiling
     it then took longer than running it (60 ms against 25 ms for 500 deliveries out of a 200,000
     backlog).
 
-    Custom plans only: the claim and the settle are prepared (`_execute_prepared`), and left to itself
-    PostgreSQL switches a prepared statement to a generic plan after five runs and keeps it. A relay
-    starts on a small or empty outbox table, and the plan it cached then was still used once the table
-    had grown: claims took 50 ms to 1.1 s at 50 purchases/s, and the relay's backend CPU per purchase
-    doubled. A custom plan costs the planning again (about 0.7 ms per claim) but sees the table as it
-    is; the parse is still saved.
+    Generic plans, made afresh every REPLAN_SECONDS: the claim and the settle are prepared
+    (`_execute_prepared`), and PostgreSQL switches a prepared statement to a generic plan after five
+    runs. Their parameters (the relay's id, the ids to settle) do not change the best plan, so a
+    generic plan is as good as a custom one while it is made for the table as it is: planning afresh
+    every run cost 0.5 ms per claim, three quarters of its time. But PostgreSQL keeps a generic plan
+    until the table's statistics change (ANALYZE), and a relay starts on a small or empty outbox table:
+    on a server without autovacuum, the plan cached then was still used once the table had grown, and
+    claims took 50 ms to 1.1 s at 50 purchases/s. `DISCARD PLANS` every REPLAN_SECONDS makes the next
+    run plan again, for the table's size then, whatever the server's autovacuum does.
     """
     connection.ensure_connection()
     raw = connection.connection
-    if raw is not None and raw in _relay_sessions:
+    now = time.monotonic()
+    replanned = _relay_sessions.get(raw) if raw is not None else None
+    if replanned is not None and now - replanned < REPLAN_SECONDS:
         return
     with connection.cursor() as cursor:
-        cursor.execute("SET jit = off")
-        if settings.RELAY_DB_PREPARE:
-            cursor.execute("SET plan_cache_mode = force_custom_plan")
-    if raw is not None and not connection.in_atomic_block:  # else a rollback would undo it
-        _relay_sessions.add(raw)
+        if replanned is None:
+            cursor.execute("SET jit = off")
+        else:
+            cursor.execute("DISCARD PLANS")
+    if raw is not None and not connection.in_atomic_block:  # else a rollback would undo the SET
+        _relay_sessions[raw] = now
 
 
 def settle_done(ids: list[int]) -> None:
