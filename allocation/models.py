@@ -67,6 +67,10 @@ class Allocation(models.Model):
     trainer = models.ForeignKey(Trainer, on_delete=models.PROTECT, related_name="allocations")
     allocated_at = models.DateTimeField(auto_now_add=True)
     released_at = models.DateTimeField(null=True, blank=True)
+    # The first start of the free series allocation found in the trainer's calendar when it chose the
+    # trainer. `sessions_generate` tries it first, reading only the weeks it covers rather than the
+    # trainer's whole horizon; it is a proposal, never a booking (the sessions are what hold the time).
+    proposed_start = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.trainer} -> purchase {self.purchase_id}"

@@ -32,22 +32,22 @@ CROSS JOIN LATERAL (
     FROM unnest((
         SELECT range_agg(tstzrange(s.starts_at, s.ends_at)) FROM sessions_app_trainingsession s
         WHERE int8range(s.trainer_id, s.trainer_id, '[]') && int8range(t.id, t.id, '[]')
-          AND tstzrange(s.starts_at, s.ends_at) && tstzrange(%(from)s, {until})
+          AND tstzrange(s.starts_at, s.ends_at) && tstzrange({start}, {until})
           AND s.status = 'scheduled' AND s.id <> %(exclude)s
     )) AS r
 ) b
 WHERE t.id = {trainer}
 """
-_CALENDAR_SQL = _CALENDAR_QUERY.format(trainer="%(trainer)s", until="%(until)s")
+_CALENDAR_SQL = _CALENDAR_QUERY.format(trainer="%(trainer)s", start="%(from)s", until="%(until)s")
 
 
-def calendar_query(*, trainer: str, until: str) -> str:
+def calendar_query(*, trainer: str, until: str, start: str = "%(from)s") -> str:
     """The calendar read as SQL text (at most one row: zone, weekdays, starts, ends, busy lows, busy
     highs; `calendar_from_row` reads it) of the trainer whose id is the SQL expression `trainer`, with
-    busy time from the parameter `%(from)s` to the SQL expression `until`, leaving out session
-    `%(exclude)s` (0: none). For a caller's statement to join LATERAL; the expressions are the
-    caller's constant SQL, never values."""
-    return _CALENDAR_QUERY.format(trainer=trainer, until=until)
+    busy time from the SQL expression `start` (the parameter `%(from)s` unless given) to the SQL
+    expression `until`, leaving out session `%(exclude)s` (0: none). For a caller's statement to join
+    LATERAL; the expressions are the caller's constant SQL, never values."""
+    return _CALENDAR_QUERY.format(trainer=trainer, start=start, until=until)
 
 
 def calendar_from_row(row: tuple[Any, ...] | list[Any]) -> Calendar:

@@ -110,10 +110,11 @@ WITH taken AS (
     WHERE id = %(trainer)s AND active_count < capacity
     RETURNING id, name
 ), allocation AS (
-    INSERT INTO allocation_allocation (purchase_id, trainer_id, allocated_at, released_at)
-    SELECT %(purchase)s, taken.id, %(now)s, NULL FROM taken
+    INSERT INTO allocation_allocation (purchase_id, trainer_id, allocated_at, released_at, proposed_start)
+    SELECT %(purchase)s, taken.id, %(now)s, NULL, %(proposed)s FROM taken
     ON CONFLICT (purchase_id) DO UPDATE
-    SET trainer_id = excluded.trainer_id, allocated_at = excluded.allocated_at, released_at = NULL
+    SET trainer_id = excluded.trainer_id, allocated_at = excluded.allocated_at, released_at = NULL,
+        proposed_start = excluded.proposed_start
     RETURNING id
 ), activated AS (
     UPDATE purchases_purchase SET status = 'active', updated_at = %(now)s
@@ -202,12 +203,20 @@ def _take_a_place(
                 continue
             now = timezone.now()
             with connection.cursor() as cursor:
-                cursor.execute(_TAKE_SQL, {"trainer": trainer_id, "purchase": purchase.pk, "now": now})
+                proposed = series[0][0]
+                cursor.execute(
+                    _TAKE_SQL, {"trainer": trainer_id, "purchase": purchase.pk, "now": now, "proposed": proposed}
+                )
                 row = cursor.fetchone()
             if row is not None:
                 allocation = mark_loaded(
                     Allocation(
-                        id=row[0], purchase_id=purchase.pk, trainer_id=trainer_id, allocated_at=now, released_at=None
+                        id=row[0],
+                        purchase_id=purchase.pk,
+                        trainer_id=trainer_id,
+                        allocated_at=now,
+                        released_at=None,
+                        proposed_start=proposed,
                     )
                 )
                 purchase.status, purchase.updated_at = Purchase.Status.ACTIVE, now

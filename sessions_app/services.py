@@ -28,14 +28,23 @@ logger = logging.getLogger(__name__)
 # Each lost race means a concurrent writer committed sessions there; a bound keeps a bug from looping.
 MAX_ATTEMPTS = 100
 
-# Whether the purchase has sessions, its active allocation's trainer and that trainer's calendar in
-# one read after the lock: three statements before (two of them ORM querysets).
+# Whether the purchase has sessions, its active allocation's trainer and proposed start, and that
+# trainer's calendar in one read after the lock: three statements before (two of them ORM querysets).
+# With a proposal still on time (not before `from`), the busy time read is only the weeks its series
+# covers: for a trainer booked for months, that was the read's whole cost (1.2 ms against ~0.2).
 _READ_SQL = """
-SELECT EXISTS (SELECT FROM sessions_app_trainingsession s WHERE s.purchase_id = %(purchase)s), a.trainer_id, cal.*
+SELECT EXISTS (SELECT FROM sessions_app_trainingsession s WHERE s.purchase_id = %(purchase)s),
+       a.trainer_id, a.proposed_start, cal.*
 FROM (SELECT) AS one
 LEFT JOIN allocation_allocation a ON a.purchase_id = %(purchase)s AND a.released_at IS NULL
 LEFT JOIN LATERAL ({calendar}) cal ON true
-""".format(calendar=calendar_query(trainer="a.trainer_id", until="%(until)s"))
+""".format(
+    calendar=calendar_query(
+        trainer="a.trainer_id",
+        start="CASE WHEN a.proposed_start >= %(from)s THEN a.proposed_start ELSE %(from)s END",
+        until="CASE WHEN a.proposed_start >= %(from)s THEN a.proposed_start + %(series_span)s ELSE %(until)s END",
+    )
+)
 
 _INSERT_SQL = """
 INSERT INTO sessions_app_trainingsession (purchase_id, trainer_id, number, starts_at, ends_at, duration_minutes, status)
@@ -61,6 +70,10 @@ def sessions_generate(*, purchase_id: int, cause: Cause) -> list[TrainingSession
     `no_free_slot`) and its place is freed. Idempotent: a purchase that already has sessions, or
     that is not active with a trainer, is left alone (returns its existing sessions).
 
+    It tries the series allocation proposed (`Allocation.proposed_start`) first: if it is still free,
+    in the trainer's availability and after the lead time, that is the series, and only the weeks it
+    covers are read; otherwise the earliest free series from now (one more read).
+
     Four statements when it places the series (it was six): the purchase's lock, then (seeing what
     the lock's holder committed) its sessions, allocation and the trainer's calendar in one read, the
     insert and the event.
@@ -70,20 +83,28 @@ def sessions_generate(*, purchase_id: int, cause: Cause) -> list[TrainingSession
         with connection.cursor() as cursor:
             # After the lock, so that it sees what the lock's holder committed.
             earliest, until = earliest_start(), horizon_end()
+            series_span = timedelta(weeks=count, days=1)
             cursor.execute(
                 _READ_SQL,
                 {
                     "purchase": purchase_id,
                     "from": earliest,
-                    "until": until + timedelta(weeks=count, days=1),
+                    "until": until + series_span,
+                    "series_span": series_span,
                     "exclude": 0,
                 },
             )
-            has_sessions, trainer_id, *calendar = cursor.fetchone()
+            has_sessions, trainer_id, proposed, *calendar = cursor.fetchone()
         if has_sessions or trainer_id is None or status != Purchase.Status.ACTIVE:
             return list(TrainingSession.objects.filter(purchase_id=purchase_id).order_by("number"))
         purchase = mark_loaded(Purchase(id=purchase_id, student_id=student_id, status=status))
-        series = series_in(calendar_from_row(calendar), count=count, minutes=minutes, earliest=earliest, until=until)
+        cal = calendar_from_row(calendar)
+        if proposed is not None and proposed >= earliest:  # the read covered the proposal's weeks only
+            series = series_in(cal, count=count, minutes=minutes, earliest=proposed, until=proposed) or free_series(
+                trainer_id=trainer_id, count=count, minutes=minutes, earliest=earliest
+            )
+        else:
+            series = series_in(cal, count=count, minutes=minutes, earliest=earliest, until=until)
         for _ in range(MAX_ATTEMPTS):
             if series is None:
                 allocation_waitlist(purchase=purchase, reason="no_free_slot", cause=cause)
