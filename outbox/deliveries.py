@@ -202,17 +202,16 @@ def _relay_session() -> None:
     backlog).
 
     Generic plans, made afresh every REPLAN_SECONDS: the claim and the settle are prepared
-    (`_execute_prepared`), and PostgreSQL switches a prepared statement to a generic plan after five
-    runs. Their parameters (the relay's id, the ids to settle) do not change the best plan, so a
-    generic plan is as good as a custom one while it is made for the table as it is: planning afresh
-    every run cost 0.5 ms per claim, three quarters of its time. But PostgreSQL keeps a generic plan
-    until the table's statistics change (ANALYZE), and a relay starts on a small or empty outbox table:
-    on a server without autovacuum, the plan cached then was still used once the table had grown, and
-    claims took 50 ms to 1.1 s at 50 purchases/s. And when it does plan again, it weighs the new
-    generic plan against the average cost of every custom plan since the statement was prepared, made
-    on the smaller table: the generic plan lost, and half the claims were planned afresh anyway. So
-    every REPLAN_SECONDS the statements are deallocated, and prepared again on their next run: five
-    custom plans, then a generic one, all for the table as it is then.
+    (`_execute_prepared`), and their parameters (the relay's id, the ids to settle) do not change the
+    best plan, so a generic plan is as good as a custom one while it is made for the table as it is;
+    planning every run afresh cost 0.5 ms per claim, three quarters of its time. But a generic plan is
+    kept until the table's statistics change (ANALYZE), and a relay starts on a small or empty outbox
+    table: on a server without autovacuum, the plan cached then was still used once the table had
+    grown, and claims took 50 ms to 1.1 s at 50 purchases/s. `DISCARD PLANS` every REPLAN_SECONDS
+    makes the next run plan again, for the table's size then, whatever the server's autovacuum does.
+    The plan is forced generic: left to choose, PostgreSQL weighs a new generic plan against the
+    average of every custom plan since the statement was prepared, made on the smaller table, and
+    half the claims were still planned afresh.
     """
     connection.ensure_connection()
     raw = connection.connection
@@ -220,13 +219,13 @@ def _relay_session() -> None:
     replanned = _relay_sessions.get(raw) if raw is not None else None
     if replanned is not None and now - replanned < REPLAN_SECONDS:
         return
-    if replanned is None:
-        with connection.cursor() as cursor:
+    with connection.cursor() as cursor:
+        if replanned is not None:
+            cursor.execute("DISCARD PLANS")
+        else:
             cursor.execute("SET jit = off")
-    elif raw is not None:
-        # Through psycopg's own connection, which then forgets its statements too and prepares them
-        # again on their next run.
-        raw.execute("DEALLOCATE ALL")
+            if settings.RELAY_DB_PREPARE:
+                cursor.execute("SET plan_cache_mode = force_generic_plan")
     if raw is not None and not connection.in_atomic_block:  # else a rollback would undo the SET
         _relay_sessions[raw] = now
 

@@ -42,7 +42,7 @@ LEFT JOIN LATERAL ({calendar}) cal ON true
     calendar=calendar_query(
         trainer="a.trainer_id",
         start="CASE WHEN a.proposed_start >= %(from)s THEN a.proposed_start ELSE %(from)s END",
-        until="CASE WHEN a.proposed_start >= %(from)s THEN a.proposed_start + %(series_span)s ELSE %(until)s END",
+        until="CASE WHEN a.proposed_start >= %(from)s THEN a.proposed_start + make_interval(weeks => %(count)s, days => 1) ELSE %(until)s END",
     )
 )
 
@@ -83,14 +83,13 @@ def sessions_generate(*, purchase_id: int, cause: Cause) -> list[TrainingSession
         with connection.cursor() as cursor:
             # After the lock, so that it sees what the lock's holder committed.
             earliest, until = earliest_start(), horizon_end()
-            series_span = timedelta(weeks=count, days=1)
             cursor.execute(
                 _READ_SQL,
                 {
                     "purchase": purchase_id,
                     "from": earliest,
-                    "until": until + series_span,
-                    "series_span": series_span,
+                    "until": until + timedelta(weeks=count, days=1),
+                    "count": count,
                     "exclude": 0,
                 },
             )
