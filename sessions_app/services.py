@@ -42,7 +42,8 @@ LEFT JOIN LATERAL ({calendar}) cal ON true
     calendar=calendar_query(
         trainer="a.trainer_id",
         start="CASE WHEN a.proposed_start >= %(from)s THEN a.proposed_start ELSE %(from)s END",
-        until="CASE WHEN a.proposed_start >= %(from)s THEN a.proposed_start + make_interval(weeks => %(count)s, days => 1) ELSE %(until)s END",
+        until="CASE WHEN a.proposed_start >= %(from)s"
+        " THEN a.proposed_start + make_interval(weeks => %(count)s, days => 1) ELSE %(until)s END",
     )
 )
 
