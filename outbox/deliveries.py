@@ -12,16 +12,15 @@ import functools
 import json
 import math
 import time
-import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 from django.conf import settings
 from django.db import connection
 
+from outbox import relay_statements
 from outbox.models import OutboxEvent
 from outbox.services import REALTIME_SINK
 
@@ -43,7 +42,7 @@ RELAY_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) AS relay_
 # backlog of one student moves in batches without ever reordering. The outer UPDATE re-checks the
 # status, so a delivery a worker has just finished is never taken back.
 # The batch size and the leases are written into the text as literals (`_claim_sql`): the statement is
-# prepared (`_execute_prepared`), and with them as parameters PostgreSQL could switch to a generic plan
+# prepared (`relay_statements.execute`), and with them as parameters PostgreSQL could switch to a generic plan
 # that does not know the LIMIT; the relay id, the one parameter left, does not change the plan.
 _CLAIM_SQL = f"""
 WITH heads AS (
@@ -116,12 +115,12 @@ def claim(*, relay_id: str, limit: int) -> list[Claimed]:
 
     Commits without waiting for the disk (`RELAY_COMMIT`), if it runs in a transaction of its own.
     """
-    _relay_session()
+    relay_statements.session_prepare()
     sql = _claim_sql(int(limit), float(settings.OUTBOX_LEASE_SECONDS), float(settings.OUTBOX_HANDLER_LEASE_SECONDS))
     started = time.monotonic()
-    rows = _execute_prepared(sql, {"relay": relay_id})
-    if time.monotonic() - started > REPLAN_AFTER_SLOW_CLAIM_SECONDS:
-        _replan_next_time()
+    rows = relay_statements.execute(sql, {"relay": relay_id})
+    if time.monotonic() - started > relay_statements.REPLAN_AFTER_SLOW_CLAIM_SECONDS:
+        relay_statements.replan_next_time()
     claimed = [
         Claimed(id=r[0], event_id=str(r[1]), sink=r[2], student_id=r[3], seq=r[4], attempts=r[5], message=_message(r))
         for r in rows
@@ -137,34 +136,6 @@ def _claim_sql(limit: int, lease: float, handler_lease: float) -> str:
     if not (math.isfinite(lease) and math.isfinite(handler_lease) and limit > 0):
         raise ValueError(f"claim: limit {limit!r} and leases {lease!r}, {handler_lease!r} must be finite and positive")
     return _CLAIM_SQL.format(limit=limit, lease=repr(lease), handler_lease=repr(handler_lease))
-
-
-# Django connects with prepare_threshold=None (no prepared statements, for transaction-mode poolers)
-# but its cursors bind on the client and never prepare anyway; the relay's two statements do.
-_PREPARE_THRESHOLD = 5
-
-
-def _execute_prepared(sql: str, params: dict[str, Any] | list[Any]) -> list[tuple[Any, ...]]:
-    """Run one of the relay's per-batch statements as a server-side prepared statement, on Django's
-    connection (its transaction, if one is open), and return its rows.
-
-    Django's cursors bind parameters on the client and so are never prepared: PostgreSQL parsed the
-    claim on every batch. Prepared, PostgreSQL reuses a generic plan, which the relay's session has
-    made afresh every few seconds (`_relay_session`), so it fits the table as it is. psycopg
-    prepares a statement per connection and text, once; its errors are Django's, as from a Django cursor.
-    With `RELAY_DB_PREPARE` off (a transaction-mode pooler), a plain statement."""
-    if not settings.RELAY_DB_PREPARE:
-        with connection.cursor() as plain:
-            plain.execute(sql, params)
-            return plain.fetchall() if plain.description is not None else []
-    connection.ensure_connection()
-    raw = connection.connection
-    assert raw is not None
-    if raw.prepare_threshold is None:
-        raw.prepare_threshold = _PREPARE_THRESHOLD
-    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return cursor.fetchall() if cursor.description is not None else []
 
 
 def claim_took_all(claimed: list[Claimed], *, limit: int) -> bool:
@@ -187,69 +158,12 @@ def _message(row: tuple[Any, ...]) -> dict[str, object] | None:
     return event.as_message()
 
 
-# How often the relay's session drops its cached plans, so that the claim's and the settle's generic
-# plans are made again for the tables as they are then (see `_relay_session`); and a claim slower than
-# this (a backlog arrived since the plan was made) has the next one planned afresh at once.
-REPLAN_SECONDS = 10.0
-REPLAN_AFTER_SLOW_CLAIM_SECONDS = 0.002
-
-# Connections (of this process) whose session is set up for the relay's statements, and when (monotonic)
-# their plans were last dropped.
-_relay_sessions: "weakref.WeakKeyDictionary[object, float]" = weakref.WeakKeyDictionary()
-
-
-def _relay_session() -> None:
-    """Set up this session for the relay's claim, once per connection, and drop its cached plans every
-    REPLAN_SECONDS.
-
-    JIT off: the claim's cost estimate grows with the backlog and crosses jit_above_cost, and compiling
-    it then took longer than running it (60 ms against 25 ms for 500 deliveries out of a 200,000
-    backlog).
-
-    Generic plans, made afresh every REPLAN_SECONDS: the claim and the settle are prepared
-    (`_execute_prepared`), and their parameters (the relay's id, the ids to settle) do not change the
-    best plan, so a generic plan is as good as a custom one while it is made for the table as it is;
-    planning every run afresh cost 0.5 ms per claim, three quarters of its time. But a generic plan is
-    kept until the table's statistics change (ANALYZE), and a relay starts on a small or empty outbox
-    table: on a server without autovacuum, the plan cached then was still used once the table had
-    grown, and claims took 50 ms to 1.1 s at 50 purchases/s. `DISCARD PLANS` every REPLAN_SECONDS
-    makes the next run plan again, for the table's size then, whatever the server's autovacuum does;
-    and so does a slow claim (over REPLAN_AFTER_SLOW_CLAIM_SECONDS): a relay that planned on a quiet
-    table and then met a backlog drained 10,000 events at 6,100 a second instead of 8,800 until the
-    next replan. In a backlog claims are slow anyway, and a plan per claim costs them little.
-    The plan is forced generic: left to choose, PostgreSQL weighs a new generic plan against the
-    average of every custom plan since the statement was prepared, made on the smaller table, and
-    half the claims were still planned afresh.
-    """
-    connection.ensure_connection()
-    raw = connection.connection
-    now = time.monotonic()
-    replanned = _relay_sessions.get(raw) if raw is not None else None
-    if replanned is not None and now - replanned < REPLAN_SECONDS:
-        return
-    with connection.cursor() as cursor:
-        if replanned is not None:
-            cursor.execute("DISCARD PLANS")
-        else:
-            cursor.execute("SET jit = off")
-            if settings.RELAY_DB_PREPARE:
-                cursor.execute("SET plan_cache_mode = force_generic_plan")
-    if raw is not None and not connection.in_atomic_block:  # else a rollback would undo the SET
-        _relay_sessions[raw] = now
-
-
-def _replan_next_time() -> None:
-    raw = connection.connection
-    if raw is not None and raw in _relay_sessions:
-        _relay_sessions[raw] = -math.inf
-
-
 def settle_done(ids: list[int]) -> None:
     """Mark deliveries done (idempotent)."""
     if ids:
         # Plain SQL, prepared: the relay settles every batch, and building the ORM's UPDATE cost more
         # than it.
-        _execute_prepared(
+        relay_statements.execute(
             "UPDATE outbox_delivery SET status = 'done', done_at = statement_timestamp(), last_error = '' "
             f"FROM {RELAY_COMMIT} WHERE id = ANY(%s) AND status <> 'done'",
             [ids],

@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 
 from allocation.models import Allocation, Trainer
-from outbox import deliveries, operations
+from outbox import deliveries, operations, relay_statements
 from outbox.deliveries import PARKED_UNTIL
 from outbox.models import Delivery, InboxEntry, OutboxEvent, new_event_id
 from outbox.relay import Relay
@@ -278,7 +278,7 @@ def test_the_enqueued_tasks_args_text_is_celerys() -> None:
 
 
 def test_the_claim_and_the_settle_are_prepared_once_per_connection(student: Any, course: Course) -> None:
-    """PostgreSQL parsed the claim on every batch (deliveries._execute_prepared): both of the relay's
+    """PostgreSQL parsed the claim on every batch (relay_statements.execute): both of the relay's
     per-batch statements are server-side prepared statements, reused batch after batch."""
 
     def prepared() -> Counter[str]:
@@ -325,9 +325,9 @@ def test_the_relays_generic_plans_are_made_afresh_for_the_table_as_it_is(
 ) -> None:
     """Planning every claim afresh was three quarters of its time, so the relay's prepared statements
     run generic plans only; but a generic plan cached while the outbox table was small made claims
-    take up to a second once it had grown (deliveries._relay_session). So the relay drops its plans
+    take up to a second once it had grown (relay_statements.session_prepare). So the relay drops its plans
     every REPLAN_SECONDS, and the next claim is planned for the table as it is then."""
-    monkeypatch.setattr(deliveries, "REPLAN_SECONDS", 3600.0)
+    monkeypatch.setattr(relay_statements, "REPLAN_SECONDS", 3600.0)
     for i in range(8):  # PostgreSQL considers a generic plan from the sixth run on
         buy(student, course, f"plan_{i}")
         claimed = deliveries.claim(relay_id="a", limit=10)
@@ -344,7 +344,7 @@ def test_the_relays_generic_plans_are_made_afresh_for_the_table_as_it_is(
     deliveries.claim(relay_id="a", limit=10)
     assert _claim_plan_cost() == small  # within REPLAN_SECONDS: the cached plan, made for the small table
 
-    monkeypatch.setattr(deliveries, "REPLAN_SECONDS", 0.0)
+    monkeypatch.setattr(relay_statements, "REPLAN_SECONDS", 0.0)
     deliveries.claim(relay_id="a", limit=10)
     assert _claim_plan_cost() != small
 
@@ -353,7 +353,7 @@ def test_a_slow_claim_has_the_next_one_planned_afresh(student: Any, course: Cour
     """A relay that planned on a quiet table and then met a backlog kept the quiet table's plan until
     the next replan (a 10,000-event drain ran at 6,100 instead of 8,800 events/s): a claim slower than
     REPLAN_AFTER_SLOW_CLAIM_SECONDS has the next one planned for the table as it is."""
-    monkeypatch.setattr(deliveries, "REPLAN_SECONDS", 3600.0)
+    monkeypatch.setattr(relay_statements, "REPLAN_SECONDS", 3600.0)
     for i in range(6):
         buy(student, course, f"slow_{i}")
         deliveries.settle_done([c.id for c in deliveries.claim(relay_id="a", limit=10)])
@@ -362,7 +362,7 @@ def test_a_slow_claim_has_the_next_one_planned_afresh(student: Any, course: Cour
     deliveries.claim(relay_id="a", limit=10)  # fast: the plan stays
     assert _claim_plan_cost() == small
 
-    monkeypatch.setattr(deliveries, "REPLAN_AFTER_SLOW_CLAIM_SECONDS", 0.0)  # every claim is slow
+    monkeypatch.setattr(relay_statements, "REPLAN_AFTER_SLOW_CLAIM_SECONDS", 0.0)  # every claim is slow
     deliveries.claim(relay_id="a", limit=10)
     deliveries.claim(relay_id="a", limit=10)  # planned afresh
     assert _claim_plan_cost() != small
