@@ -240,9 +240,10 @@ PAYMENT_WEBHOOK_TOLERANCE_SECONDS = 300
 
 # Outbox relay tuning.
 OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", 500, validate=_POSITIVE)
-# The relay prepares its claim and settle on its connection and sets its session to plan them afresh
-# (outbox/deliveries.py). Off: plain statements, for a transaction-mode pooler (pgbouncer), where a
-# prepared statement or a session setting does not stay with the relay's connection.
+# The relay prepares its claim and settle on its connection and runs them with generic plans that its
+# session remakes every few seconds (outbox/relay_statements.py). Off: plain statements, for a
+# transaction-mode pooler (pgbouncer), where a prepared statement or a session setting does not stay
+# with the relay's connection.
 RELAY_DB_PREPARE = env.bool("RELAY_DB_PREPARE", True)
 OUTBOX_LEASE_SECONDS = env.float("OUTBOX_LEASE_SECONDS", 30.0, validate=_SECONDS)
 OUTBOX_HANDLER_LEASE_SECONDS = env.float("OUTBOX_HANDLER_LEASE_SECONDS", 60.0, validate=_SECONDS)

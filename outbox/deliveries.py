@@ -42,8 +42,8 @@ RELAY_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) AS relay_
 # backlog of one student moves in batches without ever reordering. The outer UPDATE re-checks the
 # status, so a delivery a worker has just finished is never taken back.
 # The batch size and the leases are written into the text as literals (`_claim_sql`): the statement is
-# prepared (`relay_statements.execute`), and with them as parameters PostgreSQL could switch to a generic plan
-# that does not know the LIMIT; the relay id, the one parameter left, does not change the plan.
+# prepared and runs a generic plan (`relay_statements`), which with them as parameters would not know
+# the LIMIT; the relay id, the one parameter left, does not change the plan.
 _CLAIM_SQL = f"""
 WITH heads AS (
     SELECT d.id, d.sink, d.student_id, d.seq

@@ -80,7 +80,8 @@ def session_prepare() -> None:
     raw = connection.connection
     now = time.monotonic()
     replanned = _relay_sessions.get(raw) if raw is not None else None
-    if replanned is not None and now - replanned < REPLAN_SECONDS:
+    # Plain statements (RELAY_DB_PREPARE off) keep no plan of ours: only the first setup is needed.
+    if replanned is not None and (now - replanned < REPLAN_SECONDS or not settings.RELAY_DB_PREPARE):
         return
     with connection.cursor() as cursor:
         if replanned is not None:

@@ -369,18 +369,24 @@ def test_a_slow_claim_has_the_next_one_planned_afresh(student: Any, course: Cour
 
 
 def test_with_relay_db_prepare_off_the_claim_and_the_settle_are_plain_statements(
-    student: Any, course: Course, settings: Any
+    student: Any, course: Course, settings: Any, monkeypatch: Any
 ) -> None:
-    """RELAY_DB_PREPARE=0, for a transaction-mode pooler: nothing is prepared on the relay's connection."""
+    """RELAY_DB_PREPARE=0, for a transaction-mode pooler: nothing is prepared on the relay's connection,
+    and no replanning statement is sent (there is no plan of ours to remake)."""
+    from django.test.utils import CaptureQueriesContext
+
     settings.RELAY_DB_PREPARE = False
+    monkeypatch.setattr(relay_statements, "REPLAN_SECONDS", 0.0)
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_prepared_statements")
         before = cursor.fetchone()[0]
-    for i in range(3):
-        buy(student, course, f"plain_{i}")
-        claimed = deliveries.claim(relay_id="a", limit=10)
-        assert claimed
-        deliveries.settle_done([c.id for c in claimed])
+    with CaptureQueriesContext(connection) as captured:
+        for i in range(3):
+            buy(student, course, f"plain_{i}")
+            claimed = deliveries.claim(relay_id="a", limit=10)
+            assert claimed
+            deliveries.settle_done([c.id for c in claimed])
+    assert not [q["sql"] for q in captured.captured_queries if "DISCARD" in q["sql"]]
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_prepared_statements")
         assert cursor.fetchone()[0] == before
