@@ -390,9 +390,11 @@ class Processes:
 
     def worker(self, name: str, env: dict[str, str], *, concurrency: int | None = 2) -> Child:
         """A Celery worker (prefork); `concurrency=None` leaves Celery's default, one process per core,
-        as the Childfile runs it."""
+        as the Procfile runs it. `BENCH_WORKER_ARGS` (benchmarks/README.md) adds options, to compare
+        another layout."""
         sizing = [] if concurrency is None else ["--concurrency", str(concurrency)]
-        args = commands.worker(*sizing, "--without-heartbeat", "-n", f"{name}@%h")
+        extra = os.environ.get("BENCH_WORKER_ARGS", "").split()
+        args = commands.worker(*sizing, *extra, "--without-heartbeat", "-n", f"{name}@%h")
         return self.start(name, args, env)
 
     def wait_ready(self, procs: list[Child], marker: str, *, timeout: float = 60) -> None:
