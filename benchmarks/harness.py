@@ -390,11 +390,9 @@ class Processes:
 
     def worker(self, name: str, env: dict[str, str], *, concurrency: int | None = 2) -> Child:
         """A Celery worker (prefork); `concurrency=None` leaves Celery's default, one process per core,
-        as the Procfile runs it. `BENCH_WORKER_ARGS` (benchmarks/README.md) adds options, to compare
-        another layout."""
+        as the Procfile runs it."""
         sizing = [] if concurrency is None else ["--concurrency", str(concurrency)]
-        extra = os.environ.get("BENCH_WORKER_ARGS", "").split()
-        args = commands.worker(*sizing, *extra, "--without-heartbeat", "-n", f"{name}@%h")
+        args = commands.worker(*sizing, "--without-heartbeat", "-n", f"{name}@%h")
         return self.start(name, args, env)
 
     def wait_ready(self, procs: list[Child], marker: str, *, timeout: float = 60) -> None:
