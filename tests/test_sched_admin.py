@@ -51,6 +51,29 @@ def test_the_operator_edits_zone_and_availability(ops: Client) -> None:  # noqa:
     assert trainer.timezone == "America/New_York" and len(windows(trainer)) == 3  # nothing changed
 
 
+@pytest.mark.parametrize(
+    "row",
+    [
+        ("99", "09:00", "10:00"),  # weekday outside 0-6
+        ("-1", "09:00", "10:00"),
+        ("Monday", "09:00", "10:00"),
+        ("1", "25:99", "99999999999999999999"),  # not times at all
+        ("1", "", "10:00"),
+        ("99999999999999999999999", "09:00\x00", "10:00"),
+    ],
+)
+def test_a_malformed_availability_row_is_refused_on_the_form(ops: Client, row: tuple[str, str, str]) -> None:  # noqa: F811
+    """A row the field validation refuses is shown as that row's error: the whole-formset check
+    (overlaps) does not run on values that were never cleaned (it raised KeyError: a 500)."""
+    trainer = available_trainer("Ada", 2, windows=[(0, time(9), time(12))])
+    url = reverse("admin:allocation_trainer_change", args=[trainer.pk])
+    form = {"name": "Ada", "capacity": 2, "timezone": "UTC", **availability_form(trainer, [(1, "09:00", "10:00")])}
+    form.update(zip(["availability-0-weekday", "availability-0-starts", "availability-0-ends"], row, strict=True))
+    refused = ops.post(url, {**form, "_save": "Save"})
+    assert refused.status_code == 200 and "errorlist" in refused.text
+    assert windows(trainer) == [(0, time(9), time(12))]  # nothing changed
+
+
 def test_the_operator_moves_a_session_with_the_admin_action(ops: Client, student: Any, course: Course) -> None:  # noqa: F811
     available_trainer("Ada", 2)
     session = scheduled(student, course, "pay_1").sessions.order_by("number").first()

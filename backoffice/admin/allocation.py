@@ -66,6 +66,8 @@ def _windows(formset: Any) -> list[Any]:
 class AvailabilityFormSet(BaseInlineFormSet):
     def clean(self) -> None:
         super().clean()
+        if any(self.errors):  # a row already refused (weekday 99, a time of 25:99) has no cleaned value to check
+            return
         try:
             availability_check(_windows(self))
         except InvalidAvailability as exc:
