@@ -18,6 +18,13 @@ from purchases.services import purchase_create
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def web_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test client's requests are web's. Importing `config.asgi` (another test module does) sets
+    COURSECHAIN_PROCESS=ws for the rest of the pytest process, so say which process this is."""
+    monkeypatch.setenv("COURSECHAIN_PROCESS", "web")
+
+
 def test_healthz_reports_the_relay_without_making_web_unready(client: Client) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200  # web needs PostgreSQL only: a dead relay delays, loses nothing
