@@ -43,7 +43,7 @@ def _secret(name: str, dev_default: str) -> str:
 SECRET_KEY = _secret("DJANGO_SECRET_KEY", "coursechain-dev-only-" + str(BASE_DIR))
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "backoffice.apps.BackofficeAdminConfig",  # django.contrib.admin, on the back office's site (backoffice/site.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

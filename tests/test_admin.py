@@ -175,6 +175,34 @@ def test_refund_asks_first_then_calls_purchase_refund(ops: Client, student: Any,
     assert OutboxEvent.objects.filter(type="sessions.cancelled", correlation_id="pay_refund").exists()
 
 
+@pytest.mark.parametrize(
+    ("changelist", "action"),
+    [
+        (CHANGELIST_URL, "refund"),  # integer ids, ours
+        ("/admin/outbox/outboxevent/", "retry_event_deliveries"),  # UUID ids
+        ("/admin/auth/user/", "delete_selected"),  # Django's own action on a third-party admin
+    ],
+)
+@pytest.mark.parametrize("hostile", ["abc", "1e308", "NaN", "\x00", "1; DROP TABLE x", "x" * 5000])
+def test_an_action_on_a_selection_that_is_not_ids_is_refused(
+    ops: Client, student: Any, course: Course, changelist: str, action: str, hostile: str
+) -> None:
+    """Every admin on the site (backoffice/site.py) checks the posted ids before the action: Django's
+    `pk__in` filter raised ValueError on them, a 500. Refused with a message; nothing changed."""
+    purchase = buy(student, course, "pay_hostile")
+    users, events = get_user_model().objects.count(), OutboxEvent.objects.count()
+    with capture_events() as emitted:
+        response = ops.post(
+            changelist,
+            {"action": action, "_selected_action": [str(purchase.pk), hostile], "confirm": "yes", "post": "yes"},
+            follow=True,
+        )
+    assert response.redirect_chain == [(changelist, 302)]  # back to the list, as for an empty selection
+    assert response.status_code == 200 and "not an id of this list" in response.text
+    assert Purchase.objects.get(pk=purchase.pk).status == purchase.status
+    assert emitted == [] and get_user_model().objects.count() == users and OutboxEvent.objects.count() == events
+
+
 def test_resync_emits_student_resync_requested_once_per_student(ops: Client, student: Any, course: Course) -> None:
     purchases = [buy(student, course, "pay_a"), buy(student, course, "pay_b")]
     act(ops, "resync_students", purchases)
