@@ -40,8 +40,13 @@ class BackofficeAdminSite(admin.AdminSite):
     def register(self, model_or_iterable: Any, admin_class: Any = None, **options: Any) -> None:
         admin_class = admin_class or admin.ModelAdmin
         if not issubclass(admin_class, SelectionCheckedAdmin):
-            # As Django itself does when `register` gets options: a subclass made on the spot.
-            admin_class = type(admin_class.__name__, (SelectionCheckedAdmin, admin_class), {})
+            # As Django itself does when `register` gets options: a subclass made on the spot, keeping the
+            # admin's module and name (the metaclass would otherwise give it django.forms.widgets').
+            admin_class = type(
+                admin_class.__name__,
+                (SelectionCheckedAdmin, admin_class),
+                {"__module__": admin_class.__module__, "__qualname__": admin_class.__qualname__},
+            )
         super().register(model_or_iterable, admin_class, **options)
 
 
