@@ -203,6 +203,37 @@ def test_an_action_on_a_selection_that_is_not_ids_is_refused(
     assert emitted == [] and get_user_model().objects.count() == users and OutboxEvent.objects.count() == events
 
 
+@pytest.mark.parametrize("chosen", ["abc", "1.5", "9" * 40, "-1", "\u0661"])
+def test_moving_to_a_course_that_is_not_an_id_asks_again(
+    ops: Client, student: Any, course: Course, chosen: str
+) -> None:
+    purchase = buy(student, course, "pay_move")
+    page = act(ops, "move_to_course", [purchase], confirm="yes", course=chosen)
+    assert page.status_code == 200 and "New course" in page.text  # the choice again, nothing moved
+    assert Purchase.objects.get().course_id == course.pk
+
+
+@pytest.mark.parametrize("object_id", ["abc", "1.5", "9" * 40])
+def test_a_student_page_for_an_id_that_is_not_one_is_not_a_500(ops: Client, object_id: str) -> None:
+    response = ops.get(f"/admin/auth/user/{object_id}/change/", follow=True)
+    assert response.status_code == 200 and "Perhaps it was deleted?" in response.text
+
+
+def test_a_payment_id_with_a_line_break_is_listed_and_traced(ops: Client, student: Any, course: Course) -> None:
+    """The provider's id is stored as sent (a signed webhook with a newline in it is accepted), so every
+    page that links its trace must still render, and the link must lead to it."""
+    payment_id = "pay\nwith\r\nbreaks/and ?#%"
+    with deliver_outbox():
+        buy(student, course, payment_id)
+    for page in ("/admin/purchases/purchase/", "/admin/outbox/outboxevent/", "/admin/outbox/delivery/"):
+        response = ops.get(page)
+        assert response.status_code == 200, page
+    link = reverse("admin:outbox_outboxevent_trace", args=[payment_id])
+    assert link in ops.get("/admin/purchases/purchase/").content.decode().replace("&amp;", "&")
+    trace = ops.get(link)
+    assert trace.status_code == 200 and "purchase.created" in trace.text
+
+
 def test_resync_emits_student_resync_requested_once_per_student(ops: Client, student: Any, course: Course) -> None:
     purchases = [buy(student, course, "pay_a"), buy(student, course, "pay_b")]
     act(ops, "resync_students", purchases)

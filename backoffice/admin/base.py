@@ -4,11 +4,23 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
-from django.urls import reverse
+from django.urls import register_converter, reverse
+from django.urls.converters import PathConverter
+
+
+class AnyText(PathConverter):
+    """Any non-empty text, line breaks included. A provider's payment id is whatever it sent (only NUL
+    and lone surrogates are refused): Django's `path` (`.+`) stops at a line break, so one id with a
+    newline could not be linked and every list showing it answered 500."""
+
+    regex = "(?s:.+)"
+
+
+register_converter(AnyText, "anytext")
 
 
 def trace_url(payment_id: str) -> str:
-    """The admin timeline page of a payment's chain."""
+    """The admin timeline page of a payment's chain (`trace/<anytext:payment_id>/`)."""
     return reverse("admin:outbox_outboxevent_trace", args=[payment_id])
 
 

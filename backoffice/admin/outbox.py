@@ -129,7 +129,7 @@ class OutboxEventAdmin(OperableAdmin):
 
     def get_urls(self) -> list[URLPattern]:
         trace = path(
-            "trace/<path:payment_id>/", self.admin_site.admin_view(self.trace_view), name="outbox_outboxevent_trace"
+            "trace/<anytext:payment_id>/", self.admin_site.admin_view(self.trace_view), name="outbox_outboxevent_trace"
         )
         return [trace, *super().get_urls()]
 

@@ -226,7 +226,13 @@ class PurchaseAdmin(admin.ModelAdmin):
     def move_to_course(self, request: HttpRequest, queryset: QuerySet[Purchase]) -> HttpResponse | None:
         """`purchase_move`, as `fix_purchase --move-to-course`: refund and new purchase in one transaction."""
         movable = queryset.exclude(status=Purchase.Status.REFUNDED).select_related("payment", "student", "course")
-        course = Course.objects.filter(pk=request.POST.get("course") or 0).first()
+        chosen = request.POST.get("course", "")
+        # Anything but an id of a course (abc, 1.5, 40 digits) shows the choice again.
+        course = (
+            Course.objects.filter(pk=int(chosen)).first()
+            if chosen.isascii() and chosen.isdigit() and len(chosen) <= 18
+            else None
+        )
         if request.POST.get("confirm") != "yes" or course is None:
             context = {
                 **self.admin_site.each_context(request),

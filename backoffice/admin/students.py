@@ -66,7 +66,9 @@ class StudentAdmin(UserAdmin):
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        extra = {**(extra_context or {}), "trace_url": reverse("admin:student_trace", args=[object_id])}
+        extra = dict(extra_context or {})
+        if object_id.isascii() and object_id.isdigit():  # anything else is Django's "doesn't exist" redirect
+            extra["trace_url"] = reverse("admin:student_trace", args=[object_id])
         return super().change_view(request, object_id, form_url, extra)
 
     def trace_view(self, request: HttpRequest, student_id: int) -> HttpResponse:
