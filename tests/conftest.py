@@ -14,6 +14,8 @@ import pytest
 import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.http import HttpRequest
+from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from allocation.models import Trainer
@@ -53,6 +55,15 @@ def make_student(db: None) -> Callable[..., Any]:
 @pytest.fixture
 def student(make_student: Callable[..., Any]) -> Any:
     return make_student("alice")
+
+
+@pytest.fixture
+def ops(db: None) -> Client:
+    """A logged-in superuser's client of the real admin."""
+    get_user_model().objects.create_superuser("ops", "ops@example.com", "secret")
+    client = Client()
+    client.login(request=HttpRequest(), username="ops", password="secret")  # through the real auth backends (axes too)
+    return client
 
 
 @pytest.fixture

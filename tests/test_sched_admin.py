@@ -19,7 +19,6 @@ from purchases.models import Course, Purchase
 from sessions_app.models import TrainingSession
 from tests.support.purchases import buy
 from tests.support.trainers import availability_form, available_trainer, overlapping_sessions
-from tests.test_admin import ops  # noqa: F401  (fixture)
 from tests.test_sched_api import scheduled
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,7 +28,7 @@ def windows(trainer: Trainer) -> list[tuple[int, time, time]]:
     return list(trainer.availability.order_by("weekday", "starts").values_list("weekday", "starts", "ends"))
 
 
-def test_the_operator_edits_zone_and_availability(ops: Client) -> None:  # noqa: F811
+def test_the_operator_edits_zone_and_availability(ops: Client) -> None:
     trainer = available_trainer("Ada", 2, windows=[(0, time(9), time(12))])
     url = reverse("admin:allocation_trainer_change", args=[trainer.pk])
     page = ops.get(url).text
@@ -62,7 +61,7 @@ def test_the_operator_edits_zone_and_availability(ops: Client) -> None:  # noqa:
         ("99999999999999999999999", "09:00\x00", "10:00"),
     ],
 )
-def test_a_malformed_availability_row_is_refused_on_the_form(ops: Client, row: tuple[str, str, str]) -> None:  # noqa: F811
+def test_a_malformed_availability_row_is_refused_on_the_form(ops: Client, row: tuple[str, str, str]) -> None:
     """A row the field validation refuses is shown as that row's error: the whole-formset check
     (overlaps) does not run on values that were never cleaned (it raised KeyError: a 500)."""
     trainer = available_trainer("Ada", 2, windows=[(0, time(9), time(12))])
@@ -74,7 +73,7 @@ def test_a_malformed_availability_row_is_refused_on_the_form(ops: Client, row: t
     assert windows(trainer) == [(0, time(9), time(12))]  # nothing changed
 
 
-def test_the_operator_moves_a_session_with_the_admin_action(ops: Client, student: Any, course: Course) -> None:  # noqa: F811
+def test_the_operator_moves_a_session_with_the_admin_action(ops: Client, student: Any, course: Course) -> None:
     available_trainer("Ada", 2)
     session = scheduled(student, course, "pay_1").sessions.order_by("number").first()
     assert session is not None
