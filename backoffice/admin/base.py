@@ -1,5 +1,6 @@
 """What every model admin of the back office shares: read-only by default, and links to the trace page."""
 
+import re
 from typing import Any
 
 from django.contrib import admin
@@ -17,6 +18,15 @@ class AnyText(PathConverter):
 
 
 register_converter(AnyText, "anytext")
+
+
+_ID = re.compile(r"[0-9]{1,18}")
+
+
+def as_id(text: str) -> int | None:
+    """`text` as a row id if it is one: ASCII digits that fit a bigint (str.isdigit() also accepts "²",
+    which int() refuses, and a 40-digit number reaches PostgreSQL as a numeric); else None."""
+    return int(text) if _ID.fullmatch(text) else None
 
 
 def trace_url(payment_id: str) -> str:

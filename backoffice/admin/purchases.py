@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from allocation.services import trainer_allocate
-from backoffice.admin.base import ReadOnlyModelAdmin, trace_url
+from backoffice.admin.base import ReadOnlyModelAdmin, as_id, trace_url
 from backoffice.trace import payment_trace
 from flows import moves, refunds
 from kernel.errors import ApplicationError
@@ -226,13 +226,8 @@ class PurchaseAdmin(admin.ModelAdmin):
     def move_to_course(self, request: HttpRequest, queryset: QuerySet[Purchase]) -> HttpResponse | None:
         """`purchase_move`, as `fix_purchase --move-to-course`: refund and new purchase in one transaction."""
         movable = queryset.exclude(status=Purchase.Status.REFUNDED).select_related("payment", "student", "course")
-        chosen = request.POST.get("course", "")
-        # Anything but an id of a course (abc, 1.5, 40 digits) shows the choice again.
-        course = (
-            Course.objects.filter(pk=int(chosen)).first()
-            if chosen.isascii() and chosen.isdigit() and len(chosen) <= 18
-            else None
-        )
+        course_id = as_id(request.POST.get("course", ""))  # anything else (abc, 1.5) shows the choice again
+        course = None if course_id is None else Course.objects.filter(pk=course_id).first()
         if request.POST.get("confirm") != "yes" or course is None:
             context = {
                 **self.admin_site.each_context(request),

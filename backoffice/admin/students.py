@@ -20,6 +20,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from backoffice.admin.base import as_id
 from backoffice.student_trace import clock, student_trace
 from backoffice.student_trace_render import student_trace_text
 from purchases import services
@@ -67,8 +68,8 @@ class StudentAdmin(UserAdmin):
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         extra = dict(extra_context or {})
-        if object_id.isascii() and object_id.isdigit():  # anything else is Django's "doesn't exist" redirect
-            extra["trace_url"] = reverse("admin:student_trace", args=[object_id])
+        if (student_id := as_id(object_id)) is not None:  # else Django's "doesn't exist" redirect
+            extra["trace_url"] = reverse("admin:student_trace", args=[student_id])
         return super().change_view(request, object_id, form_url, extra)
 
     def trace_view(self, request: HttpRequest, student_id: int) -> HttpResponse:
